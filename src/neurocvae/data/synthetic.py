@@ -1,0 +1,260 @@
+"""Planted-ground-truth synthetic cohort built from the MNI152 template (SCIENCE.md §8).
+
+Every subject carries the shared factors (age-driven ventricle enlargement and grey-matter loss,
+head size, a shared local warp, a site with bias field, intensity scale and noise); patients add
+their group's disease patterns at a per-subject severity. Each patient also gets a healthy twin:
+the same subject rendered with the patterns off, used only for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy.special import ndtri
+
+from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
+from neurocvae.data.recipe import MAX_Z, Recipe
+from neurocvae.data.template import BRAIN_THRESHOLD, Template
+from neurocvae.data.warp import SUPPORT_SIGMAS, bump_displacement, bump_weight, scale_displacement
+from neurocvae.errors import InputError
+from neurocvae.progress import progress
+
+INT16_SLOPE = 1 / 30000  # volumes are in [0, 1]: stored as int16 with a fixed scale factor
+MARGIN_MM = 20.0  # how far a warp may move a point: pattern boxes are widened by this
+MARKER = "recipe.json"  # a folder holding this (and manifest.csv) was written by this module
+
+
+def _stratified(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n draws from U(0, 1), one in each of n equal strata, in random order: float [n]."""
+    return (rng.permutation(n) + rng.random(n)) / n
+
+
+def _stratified_normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Stratified N(0, 1) draws clipped to ±MAX_Z: float [n]."""
+    return np.clip(ndtri(_stratified(rng, n)), -MAX_Z, MAX_Z)
+
+
+def plan_cohort(recipe: Recipe) -> pd.DataFrame:
+    """Draw every subject's planted factors: one row per subject, in a shuffled id order.
+
+    Nuisance factors (age, sex, site, head size, shared warp, age-acceleration noise) are drawn
+    by stratified sampling within each group, so groups differ systematically only by what the
+    recipe plants (patterns and mean age acceleration), as in a balanced design.
+
+    Columns: subject_id, group, label, age, sex, site, delta (age acceleration, y), u_warp,
+    u_head, severity_<pattern>, noise_seed, t (effective age in units), ventricle_scale,
+    head_scale, path, twin_id, twin_path (empty for controls, or without twins).
+    """
+    rng = np.random.default_rng(recipe.seed)
+    sites = [s.name for s in recipe.sites]
+    lo, hi = recipe.age_range
+    blocks = []
+    for group, n in recipe.counts.items():
+        n_male = round(n * recipe.male_fraction)
+        block = pd.DataFrame({
+            "group": [group] * n,
+            "label": GROUPS[group],
+            "age": np.round(lo + (hi - lo) * _stratified(rng, n), 2),
+            "sex": rng.permutation(np.array(["M"] * n_male + ["F"] * (n - n_male))),
+            "site": [sites[i] for i in rng.permutation(np.arange(n) % len(sites))],
+            "delta": recipe.age_acceleration.get(group, 0.0)
+            + recipe.age_acceleration_sd * _stratified_normal(rng, n),
+            "u_warp": _stratified_normal(rng, n),
+            "u_head": _stratified_normal(rng, n),
+        })
+        for name, pattern in recipe.patterns.items():
+            severity = rng.uniform(*recipe.severity_range, n)
+            block[f"severity_{name}"] = severity if group in pattern.groups else 0.0
+        block["noise_seed"] = rng.integers(0, 2**31 - 1, n)
+        blocks.append(block)
+    table = pd.concat(blocks, ignore_index=True)
+    table = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
+    table.insert(0, "subject_id", [f"sub-{i + 1:05d}" for i in range(len(table))])
+
+    table["t"] = (table["age"] + table["delta"] - recipe.reference_age) / recipe.years_per_unit
+    table["ventricle_scale"] = 1 + recipe.ventricle_growth * table["t"]
+    sex_sign = np.where(table["sex"] == "M", 0.5, -0.5)
+    table["head_scale"] = (1 + recipe.head_size_sd * table["u_head"]
+                           + recipe.head_size_sex_difference * sex_sign)
+    table["path"] = "volumes/" + table["subject_id"] + ".nii.gz"
+    severity = table[[f"severity_{name}" for name in recipe.patterns]].to_numpy()
+    has_twin = recipe.twins & (severity > 0).any(axis=1)
+    table["twin_id"] = np.where(has_twin, table["subject_id"] + "-twin", "")
+    table["twin_path"] = np.where(has_twin, "twins/" + table["twin_id"] + ".nii.gz", "")
+    return table
+
+
+class Renderer:
+    """Renders subjects of one recipe on its grid (holds the template and precomputed fields)."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.grid = recipe.grid
+        self.template = Template.load(recipe.grid.voxel_size)
+        self.points = recipe.grid.points_mm()
+        self.bias = {site.name: self._bias_field(i, site.bias_strength)
+                     for i, site in enumerate(recipe.sites)}
+        self.sites = {site.name: site for site in recipe.sites}
+
+    def _bias_field(self, site_index: int, strength: float) -> np.ndarray:
+        """1 + a 2nd-order polynomial in grid coordinates with max |deviation| = strength."""
+        half = (np.asarray(self.grid.shape) - 1) / 2 * self.grid.voxel_size
+        x, y, z = np.moveaxis((self.points - np.asarray(self.grid.centre_mm)) / half, -1, 0)
+        terms = np.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z])
+        coefficients = np.random.default_rng([self.recipe.seed, site_index]).standard_normal(9)
+        field = np.tensordot(coefficients, terms, axes=1)
+        return (1 + strength * field / np.abs(field).max()).astype(np.float32)
+
+    def _add_bump(self, displacement: np.ndarray, centre, sigma_mm: float, amplitude: float):
+        box = self.grid.box(centre, SUPPORT_SIGMAS * sigma_mm)
+        displacement[box] += bump_displacement(self.points[box], centre, sigma_mm, amplitude)
+
+    def render(self, subject: pd.Series, diseased: bool = True) -> np.ndarray:
+        """One subject's volume in [0, 1]: float32 [X, Y, Z]. `diseased=False` gives its twin."""
+        r = self.recipe
+        severities = {name: float(subject[f"severity_{name}"]) if diseased else 0.0
+                      for name in r.patterns}
+        active = {name: p for name, p in r.patterns.items() if severities[name] > 0}
+        displacement = scale_displacement(self.points, r.head_centre_mm,
+                                          float(subject["head_scale"]))
+        for centre in r.ventricle_centres_mm:
+            self._add_bump(displacement, centre, r.ventricle_sigma_mm,
+                           1 / float(subject["ventricle_scale"]) - 1)
+        self._add_bump(displacement, r.shared_warp_centre_mm, r.shared_warp_sigma_mm,
+                       r.shared_warp_amplitude * float(subject["u_warp"]))
+        for name, pattern in active.items():
+            self._add_bump(displacement, pattern.centre_mm, pattern.sigma_mm,
+                           pattern.warp * severities[name])
+        source = self.points + displacement  # where each voxel samples the template (pull-back)
+
+        tissue = self.template.sample(source)
+        x = tissue["t1"] - np.float32(r.gm_loss * float(subject["t"])) * tissue["gm"]
+        for name, pattern in active.items():
+            box = self.grid.box(pattern.centre_mm, SUPPORT_SIGMAS * pattern.sigma_mm + MARGIN_MM)
+            weight = bump_weight(source[box], pattern.centre_mm, pattern.sigma_mm)
+            loss = np.float32(pattern.intensity * severities[name]) * weight * tissue["gm"][box]
+            x[box] *= 1 - loss
+        brain = tissue["t1"] > BRAIN_THRESHOLD
+        x = np.clip(x, 0, None) * brain
+
+        site = self.sites[subject["site"]]
+        noise = np.random.default_rng(int(subject["noise_seed"])).standard_normal(
+            self.grid.shape, dtype=np.float32)
+        x = x * np.float32(site.intensity_scale) * self.bias[site.name]
+        x += np.float32(site.noise_sd) * noise * brain
+        return np.clip(x, 0, 1)
+
+    def truth_maps(self) -> dict[str, np.ndarray]:
+        """Nominal ground-truth maps on the grid: the brain mask and each pattern's weight g."""
+        maps = {"brain_mask": self.template.sample(self.points)["t1"] > BRAIN_THRESHOLD}
+        for name, pattern in self.recipe.patterns.items():
+            maps[f"pattern_{name}"] = bump_weight(self.points, pattern.centre_mm, pattern.sigma_mm)
+        return {k: v.astype(np.float32) for k, v in maps.items()}
+
+
+def write_volume(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+    """Write a [0, 1] volume as int16 NIfTI with a fixed scale factor (identical values stay
+    identical across files; 3e-5 resolution)."""
+    image = nib.Nifti1Image(np.rint(volume / INT16_SLOPE).astype(np.int16), affine)
+    image.header.set_slope_inter(INT16_SLOPE, 0.0)
+    image.header.set_xyzt_units("mm")
+    nib.save(image, path)
+
+
+def read_volume(path: str | Path) -> np.ndarray:
+    """A NIfTI volume as float32 [X, Y, Z] (scale factors applied)."""
+    return np.asarray(nib.load(path).get_fdata(dtype=np.float32))
+
+
+_renderer: Renderer | None = None
+
+
+def _init_worker(recipe: Recipe) -> None:
+    global _renderer
+    _renderer = Renderer(recipe)
+
+
+def _render_subject(subject: pd.Series, folder: Path) -> str:
+    """Render and write one subject (and its twin, if it has one)."""
+    assert _renderer is not None
+    affine = _renderer.grid.affine
+    write_volume(folder / subject["path"], _renderer.render(subject), affine)
+    if subject["twin_path"]:
+        write_volume(folder / subject["twin_path"], _renderer.render(subject, False), affine)
+    return subject["subject_id"]
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def check_destination(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to touch an existing folder unless `overwrite` and it holds a cohort of ours."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    ours = (out_dir / MARKER).is_file() and (out_dir / "manifest.csv").is_file()
+    if not overwrite:
+        raise InputError(f"{out_dir} already exists and is not empty; pass overwrite=true to "
+                         "replace it, or choose another out_dir")
+    if not ours:
+        raise InputError(f"{out_dir} exists and was not written by neurocvae-synth (no {MARKER} "
+                         "and manifest.csv); refusing to replace it even with overwrite=true")
+
+
+def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = False,
+                    workers: int = 0) -> Path:
+    """Render a cohort into `out_dir` and return it.
+
+    Writes `volumes/*.nii.gz`, `twins/*.nii.gz`, `manifest.csv` (MANIFEST_COLUMNS),
+    `ground_truth.csv` (every planted factor), `truth/*.nii.gz` (brain mask, pattern weights) and
+    `recipe.json`. Everything is built in a staging folder beside `out_dir` and moved in at the end,
+    so a failure leaves any earlier cohort untouched. `workers=0` uses every available core.
+    """
+    out_dir = Path(out_dir).resolve()
+    check_destination(out_dir, overwrite)
+    table = plan_cohort(recipe)
+
+    staging = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for sub in ("volumes", "twins", "truth"):
+        (staging / sub).mkdir(parents=True)
+    workers = min(workers or available_cores(), len(table))
+    rows = [row for _, row in table.iterrows()]
+    with progress("rendering subjects", total=len(rows)) as advance:
+        if workers == 1:
+            _init_worker(recipe)
+            for row in rows:
+                _render_subject(row, staging)
+                advance()
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                     initializer=_init_worker, initargs=(recipe,)) as pool:
+                for _ in pool.map(_render_subject, rows, [staging] * len(rows), chunksize=4):
+                    advance()
+    renderer = _renderer if workers == 1 else Renderer(recipe)
+    for name, volume in renderer.truth_maps().items():
+        write_volume(staging / "truth" / f"{name}.nii.gz", volume, recipe.grid.affine)
+
+    table["recipe_hash"] = recipe.hash()
+    table[list(MANIFEST_COLUMNS)].to_csv(staging / "manifest.csv", index=False)
+    table.to_csv(staging / "ground_truth.csv", index=False)
+    (staging / MARKER).write_text(json.dumps(
+        {"hash": recipe.hash(), "recipe": recipe.to_dict()}, indent=2, default=str))
+
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out_dir)
+    return out_dir
