@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from neurocvae.cli.synth import synth
+from neurocvae.config import config_dir
+from neurocvae.data.recipe import Recipe
+from neurocvae.errors import InputError
+from tests.conftest import compose_config, synth_recipe
+
+GRIDS = sorted(p.stem for p in (config_dir() / "grid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_every_grid_composes_into_a_valid_recipe(grid):
+    cfg = compose_config("synth", [f"grid={grid}"])
+    recipe = Recipe.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    assert recipe.grid.name == grid
+    assert recipe.n_subjects == 480
+
+
+def test_ukbb_grid_is_the_fsl_mni152_frame():
+    grid = synth_recipe("grid=ukbb").grid
+    # FSL's MNI152 1 mm grid: x −91…90 (RAS), y −126…91, z −72…109
+    assert grid.affine[:3, 3].tolist() == [-91.0, -126.0, -72.0]
+    assert grid.shape == (182, 218, 182)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("counts.MDD=-3", "counts.MDD: -3; expected a non-negative integer"),
+        ("+counts.autism=5", "counts.autism: unknown group 'autism'"),
+        ("patterns.A.groups=[MDD,ADHD]", "patterns.A.groups: unknown group 'ADHD'"),
+        ("patterns.B.groups=[HC]", "HC must carry no disease"),
+        ("grid.voxel_size=0", "grid.voxel_size: 0.0 mm; expected > 0"),
+        ("grid.voxel_size=-2", "grid.voxel_size: -2.0 mm; expected > 0"),
+        ("patterns.A.centre_mm=[0,0,95]", "patterns.A.centre_mm: [0, 0, 95] mm lies outside "
+                                          "the MNI152 brain mask"),
+        ("shared_warp.centre_mm=[90,0,0]", "outside the MNI152 brain mask"),
+        ("patterns.B.warp=0.9", "patterns.B.warp: 0.9 × severity max 1.5"),
+        ("age.min=90", "age: min 90.0, max 80.0"),
+        ("sites=[]", "sites: empty"),
+    ],
+)
+def test_invalid_recipe_is_named(override, message):
+    with pytest.raises(InputError, match="invalid recipe") as error:
+        synth_recipe(override)
+    assert message in str(error.value)
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(InputError) as error:
+        synth_recipe("counts.HC=-1", "grid.voxel_size=-1")
+    assert "counts.HC" in str(error.value) and "grid.voxel_size" in str(error.value)
+
+
+def test_invalid_recipe_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "cohort"
+    cfg = compose_config("synth", ["grid=ci", "counts.HC=-1", f"out_dir={out}"])
+    with pytest.raises(SystemExit) as exit_:
+        synth(cfg)
+    assert exit_.value.code == 2
+    assert "counts.HC: -1" in capsys.readouterr().err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_is_not_overwritten_without_consent(tmp_path, capsys):
+    out = tmp_path / "cohort"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    cfg = compose_config("synth", ["grid=ci", "counts.HC=2", f"out_dir={out}"])
+    with pytest.raises(SystemExit):
+        synth(cfg)
+    assert "overwrite=true" in capsys.readouterr().err
+    # even with overwrite=true, a folder that is not a cohort of ours is kept
+    cfg = compose_config("synth", ["grid=ci", "counts.HC=2", f"out_dir={out}", "overwrite=true"])
+    with pytest.raises(SystemExit):
+        synth(cfg)
+    assert "not written by neurocvae-synth" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert not any(Path(tmp_path).glob(".cohort.*"))

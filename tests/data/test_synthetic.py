@@ -1,0 +1,136 @@
+"""The generator is honest: planted effects are where the recipe says, and nowhere else."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage, stats
+
+from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
+from neurocvae.data.synthetic import generate_cohort, plan_cohort, read_volume
+from tests.conftest import synth_recipe
+
+TINY = ("counts.HC=3", "counts.MDD=2", "counts.diabetes=1", "counts.dual=2")
+
+
+def load_all(cohort, paths) -> np.ndarray:
+    return np.stack([read_volume(cohort / p) for p in paths])
+
+
+def test_plan_is_balanced_and_complete():
+    recipe = synth_recipe()
+    table = plan_cohort(recipe)
+    assert table["group"].value_counts().to_dict() == recipe.counts
+    assert table["subject_id"].is_unique
+    assert table["label"].tolist() == [GROUPS[g] for g in table["group"]]
+    for _, members in table.groupby("group"):
+        assert members["site"].value_counts().tolist() == [len(members) // 4] * 4
+        assert (members["sex"] == "M").sum() == len(members) // 2
+    assert table["age"].between(45, 80).all()
+    patients = table["group"] != "HC"
+    assert (table.loc[patients, "twin_path"] != "").all()
+    assert (table.loc[~patients, "twin_path"] == "").all()
+    assert (table.loc[table["group"] == "MDD", "severity_B"] == 0).all()
+    assert (table.loc[table["group"] == "dual", ["severity_A", "severity_B"]] > 0).all().all()
+    # the planted age acceleration orders the groups' mean δ
+    delta = table.groupby("group")["delta"].mean()
+    assert delta["HC"] < delta["MDD"] < delta["diabetes"] < delta["dual"]
+
+
+def test_same_seed_same_volumes_other_seed_different(tmp_path):
+    first = generate_cohort(synth_recipe(*TINY), tmp_path / "a", workers=2)
+    again = generate_cohort(synth_recipe(*TINY), tmp_path / "b", workers=1)
+    other = generate_cohort(synth_recipe(*TINY, "seed=1"), tmp_path / "c", workers=1)
+    manifest = pd.read_csv(first / "manifest.csv")
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    assert pd.read_csv(again / "manifest.csv").equals(manifest)
+    volumes = load_all(first, manifest["path"])
+    assert np.array_equal(volumes, load_all(again, manifest["path"]))
+    other_manifest = pd.read_csv(other / "manifest.csv")
+    assert not np.allclose(volumes, load_all(other, other_manifest["path"]))
+    assert volumes.shape[1:] == (40, 48, 40)
+    assert volumes.min() >= 0 and volumes.max() <= 1
+
+
+def test_overwrite_replaces_a_cohort_of_ours(tmp_path):
+    out = generate_cohort(synth_recipe(*TINY), tmp_path / "cohort", workers=1)
+    with pytest.raises(ValueError, match="overwrite=true"):
+        generate_cohort(synth_recipe(*TINY), out, workers=1)
+    generate_cohort(synth_recipe(*TINY[:1], "counts.MDD=0", "counts.diabetes=0",
+                                 "counts.dual=0"), out, overwrite=True, workers=1)
+    assert len(pd.read_csv(out / "manifest.csv")) == 3
+    assert not any((out / "twins").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+
+@pytest.fixture(scope="module")
+def cohort_data(ci_cohort):
+    truth = pd.read_csv(ci_cohort / "ground_truth.csv", keep_default_na=False)
+    volumes = load_all(ci_cohort, truth["path"])
+    brain = read_volume(ci_cohort / "truth" / "brain_mask.nii.gz") > 0.5
+    weights = {n: read_volume(ci_cohort / "truth" / f"pattern_{n}.nii.gz") for n in "AB"}
+    return truth, volumes, brain, weights
+
+
+def age_matched_difference(truth, volumes, group, k=5):
+    """mean over the group's patients of (patient − mean of its k nearest-age controls)."""
+    hc = np.flatnonzero(truth["group"] == "HC")
+    ages = truth["age"].to_numpy()
+    diffs = []
+    for i in np.flatnonzero(truth["group"] == group):
+        nearest = hc[np.argsort(np.abs(ages[hc] - ages[i]))[:k]]
+        diffs.append(volumes[i] - volumes[nearest].mean(axis=0))
+    return np.mean(diffs, axis=0)
+
+
+@pytest.mark.parametrize(("group", "planted", "absent"),
+                         [("MDD", "A", "B"), ("diabetes", "B", "A"), ("dual", "AB", "")])
+def test_difference_from_controls_is_concentrated_in_the_planted_regions(
+        cohort_data, group, planted, absent):
+    truth, volumes, brain, weights = cohort_data
+    difference = np.abs(age_matched_difference(truth, volumes, group))
+    support = (weights["A"] > 0) | (weights["B"] > 0)
+    outside = difference[brain & ~support].mean()
+    for name in planted:  # within 2σ of the centre: weight ≥ 0.1256
+        inside = difference[weights[name] >= 0.1256].mean()
+        assert inside >= 5 * outside, (group, name, inside, outside)
+    for name in absent:
+        inside = difference[weights[name] >= 0.1256].mean()
+        assert inside < 2 * outside, (group, name, inside, outside)
+
+
+def test_ventricles_grow_with_age(cohort_data):
+    truth, volumes, _, _ = cohort_data
+    healthy = np.flatnonzero(truth["group"] == "HC")
+    # a box around both lateral ventricles (MNI x ±25, y −45…15, z 5…30 mm) on the 4 mm grid
+    box = (slice(14, 27), slice(7, 22), slice(19, 26))
+    dark = ((volumes[healthy][(slice(None), *box)] < 0.45)
+            & (volumes[healthy][(slice(None), *box)] > 0)).sum(axis=(1, 2, 3))
+    rho = stats.spearmanr(truth["age"].to_numpy()[healthy], dark).statistic
+    assert rho > 0.6
+
+
+def test_twins_differ_only_inside_the_disease_regions(ci_cohort, cohort_data):
+    truth, volumes, _, weights = cohort_data
+    # a pattern's support (3σ) moves with head size by < 8 mm: dilate by a 5×5×5-voxel cube
+    cube = np.ones((3, 3, 3), dtype=bool)
+    support = {n: ndimage.binary_dilation(w > 0, cube, iterations=2) for n, w in weights.items()}
+    for i in np.flatnonzero(truth["group"] != "HC"):
+        twin = read_volume(ci_cohort / truth["twin_path"].iloc[i])
+        changed = np.abs(volumes[i] - twin) > 1e-4
+        allowed = np.zeros_like(changed)
+        for name in "AB":
+            if truth[f"severity_{name}"].iloc[i] > 0:
+                allowed |= support[name]
+                assert changed[weights[name] >= 0.5].mean() > 0.5  # the pattern is really there
+        assert not (changed & ~allowed).any(), truth["subject_id"].iloc[i]
+
+
+def test_ground_truth_records_every_factor(ci_cohort):
+    truth = pd.read_csv(ci_cohort / "ground_truth.csv", keep_default_na=False)
+    for column in ("age", "sex", "site", "delta", "u_warp", "u_head", "head_scale",
+                   "ventricle_scale", "severity_A", "severity_B", "noise_seed", "twin_path",
+                   "recipe_hash"):
+        assert column in truth.columns
+    assert truth["recipe_hash"].nunique() == 1
+    for path in truth["twin_path"][truth["twin_path"] != ""]:
+        assert (ci_cohort / path).is_file()
