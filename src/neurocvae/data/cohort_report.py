@@ -32,6 +32,7 @@ VENTRICLE_CENTRES_MM = ((-5, 8, 12), (5, 8, 12), (-11, -18, 22), (11, -18, 22), 
 VENTRICLE_RADIUS_MM = 15.0
 CSF_THRESHOLD = 0.45  # below this (tissue ≈ 0.65–0.85, ventricles ≈ 0.3) a voxel counts as CSF
 N_EXAMPLES = 5
+OVERLAY_FLOOR = 0.1  # difference maps hide |Δ| below this fraction of their maximum
 MATCHED_CONTROLS = 5  # each patient is compared with its 5 nearest-age same-sex controls
 
 
@@ -164,10 +165,14 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
         lines += ["## Where each disease group differs from healthy controls", "",
                   f"Each patient is compared with its {MATCHED_CONTROLS} nearest-age healthy "
                   "controls of the same sex; the map is the mean over patients of (patient − "
-                  "mean of its controls), drawn over the HC "
-                  "mean. Blue: lower intensity in patients (tissue loss). "
+                  "mean of its controls), drawn over the HC mean where |difference| is at least "
+                  f"{OVERLAY_FLOOR:.0%} of its maximum. Blue: lower intensity in patients "
+                  "(tissue loss). "
                   + ("Circles mark the planted regions (radius 2σ) of the group's patterns. "
                      if truth else "")
+                  + ("Groups with a planted age acceleration also show it as faint diffuse loss "
+                     "(cortical rim, around the ventricles). " if recipe.get("age_acceleration")
+                     else "")
                   + "Maps in NIfTI: `difference_<group>.nii.gz`.", ""]
         for g in diseases:
             _plot_difference(differences[g], means[HEALTHY], g, truth, affine,
@@ -312,10 +317,11 @@ def _plot_difference(diff, background, group, truth, affine, path: Path) -> None
         voxel = np.clip(voxel, 0, np.asarray(diff.shape) - 1)
         for c, (axis, label) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
             ax = axes[r, c]
-            ax.imshow(_slice_image(background, axis, voxel[axis]), cmap="gray", origin="lower")
-            shown = ax.imshow(_slice_image(np.where(background > 0, diff, np.nan), axis,
-                                           voxel[axis]), cmap="RdBu_r",
-                              origin="lower", vmin=-limit, vmax=limit, alpha=0.75)
+            ax.imshow(_slice_image(background, axis, voxel[axis]), cmap="gray", origin="lower",
+                      vmin=0, vmax=1)
+            visible = (background > 0) & (np.abs(diff) >= OVERLAY_FLOOR * limit)
+            shown = ax.imshow(_slice_image(np.where(visible, diff, np.nan), axis, voxel[axis]),
+                              cmap="RdBu_r", origin="lower", vmin=-limit, vmax=limit, alpha=0.85)
             if name in truth:
                 in_plane = [a for a in range(3) if a != axis]
                 sigma_vox = truth[name]["sigma_mm"] / abs(affine[0, 0])
@@ -324,7 +330,7 @@ def _plot_difference(diff, background, group, truth, affine, path: Path) -> None
             ax.set_title(f"{label}, {name} at {[round(v) for v in centre]} mm", fontsize=8)
             ax.axis("off")
     fig.colorbar(shown, ax=axes, shrink=0.7, label=f"{group} − matched HC")
-    fig.suptitle(f"{group}: age-matched mean difference from HC")
+    fig.suptitle(f"{group}: age- and sex-matched mean difference from HC")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
