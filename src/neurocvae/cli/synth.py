@@ -13,7 +13,7 @@ from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
 from neurocvae.data.cohort_report import write_cohort_report
 from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import available_cores, check_destination, generate_cohort
+from neurocvae.data.synthetic import available_cores, generate_cohort
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 @reports_input_errors
 def synth(cfg: DictConfig) -> None:
     recipe = Recipe.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    check_destination(Path(cfg.out_dir), cfg.overwrite)
     workers = cfg.workers or available_cores()
     log.info("rendering %d subjects on the %s grid with %d processes into %s",
              recipe.n_subjects, recipe.grid.name, workers, cfg.out_dir)

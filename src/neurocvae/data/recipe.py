@@ -132,9 +132,9 @@ class Recipe:
         text = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def validate(self, template: Template | None = None) -> None:
+    def validate(self) -> None:
         """Raise `InputError` listing every problem (key, value, what was expected)."""
-        problems = [*self._numeric_problems(), *self._region_problems(template)]
+        problems = [*self._numeric_problems(), *self._region_problems()]
         if problems:
             raise InputError("invalid recipe:\n  - " + "\n  - ".join(problems))
 
@@ -227,10 +227,10 @@ class Recipe:
             centres[f"ageing.ventricle_centres_mm[{i}]"] = c
         return centres
 
-    def _region_problems(self, template: Template | None) -> list[str]:
+    def _region_problems(self) -> list[str]:
         if self.grid.voxel_size <= 0:
             return []
-        template = template or Template.load()
+        template = Template.load()
         problems = []
         for key, centre in self.effect_centres().items():
             if len(centre) != 3 or not np.all(np.isfinite(centre)):

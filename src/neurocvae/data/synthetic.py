@@ -174,22 +174,25 @@ def read_volume(path: str | Path) -> np.ndarray:
     return np.asarray(nib.load(path).get_fdata(dtype=np.float32))
 
 
-_renderer: Renderer | None = None
+def write_subject(renderer: Renderer, subject: pd.Series, folder: Path) -> None:
+    """Render and write one subject (and its twin, if it has one) under `folder`."""
+    affine = renderer.grid.affine
+    write_volume(folder / subject["path"], renderer.render(subject), affine)
+    if subject["twin_path"]:
+        write_volume(folder / subject["twin_path"], renderer.render(subject, False), affine)
+
+
+_worker_renderer: Renderer | None = None  # one per worker process
 
 
 def _init_worker(recipe: Recipe) -> None:
-    global _renderer
-    _renderer = Renderer(recipe)
+    global _worker_renderer
+    _worker_renderer = Renderer(recipe)
 
 
-def _render_subject(subject: pd.Series, folder: Path) -> str:
-    """Render and write one subject (and its twin, if it has one)."""
-    assert _renderer is not None
-    affine = _renderer.grid.affine
-    write_volume(folder / subject["path"], _renderer.render(subject), affine)
-    if subject["twin_path"]:
-        write_volume(folder / subject["twin_path"], _renderer.render(subject, False), affine)
-    return subject["subject_id"]
+def _write_in_worker(subject: pd.Series, folder: Path) -> None:
+    assert _worker_renderer is not None
+    write_subject(_worker_renderer, subject, folder)
 
 
 def available_cores() -> int:
@@ -228,18 +231,17 @@ def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = Fa
         (staging / sub).mkdir(parents=True)
     workers = min(workers or available_cores(), len(table))
     rows = [row for _, row in table.iterrows()]
+    renderer = Renderer(recipe)
     with progress("rendering subjects", total=len(rows)) as advance:
         if workers == 1:
-            _init_worker(recipe)
             for row in rows:
-                _render_subject(row, staging)
+                write_subject(renderer, row, staging)
                 advance()
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                      initializer=_init_worker, initargs=(recipe,)) as pool:
-                for _ in pool.map(_render_subject, rows, [staging] * len(rows), chunksize=4):
+                for _ in pool.map(_write_in_worker, rows, [staging] * len(rows), chunksize=4):
                     advance()
-    renderer = _renderer if workers == 1 else Renderer(recipe)
     for name, volume in renderer.truth_maps().items():
         write_volume(staging / "truth" / f"{name}.nii.gz", volume, recipe.grid.affine)
 
