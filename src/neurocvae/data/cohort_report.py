@@ -149,6 +149,8 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
         nib.save(nib.Nifti1Image(diff.astype(np.float32), affine),
                  out_dir / f"difference_{g}.nii.gz")
     truth = _truth_maps(cohort_dir, recipe)
+    mask_path = cohort_dir / "truth" / "brain_mask.nii.gz"
+    brain = read_volume(mask_path) > 0.5 if mask_path.is_file() else None
 
     lines = [f"# Cohort report: `{cohort_dir.name}`", ""]
     if recipe:
@@ -183,9 +185,9 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
                       "Mean |difference| inside each planted region (within 2σ of its centre) "
                       "over the mean |difference| in the rest of the brain (outside every "
                       "pattern's support). A group carries a pattern when its ratio is high.", "",
-                      _concentration_table(differences, truth), ""]
+                      _concentration_table(differences, truth, brain), ""]
     if has_twin.any():
-        f = _disease_fraction(moments, int(has_twin.sum()), truth)
+        f = _disease_fraction(moments, int(has_twin.sum()), brain)
         lines += ["## Disease strength", "",
                   f"Fraction of the patients' within-brain voxel variance due to the planted "
                   f"patterns (x − healthy twin): **f = {f:.2%}** over {int(has_twin.sum())} "
@@ -230,8 +232,7 @@ def _truth_maps(cohort_dir: Path, recipe: dict) -> dict[str, dict]:
     for name, pattern in recipe.get("patterns", {}).items():
         path = cohort_dir / "truth" / f"pattern_{name}.nii.gz"
         if path.is_file():
-            truth[name] = {**pattern, "weight": read_volume(path),
-                           "brain": read_volume(cohort_dir / "truth" / "brain_mask.nii.gz") > 0.5}
+            truth[name] = {**pattern, "weight": read_volume(path)}
     return truth
 
 
@@ -243,10 +244,10 @@ def concentration(difference: np.ndarray, weight: np.ndarray, brain: np.ndarray,
     return float(inside / outside)
 
 
-def _concentration_table(differences: dict[str, np.ndarray], truth: dict[str, dict]) -> str:
+def _concentration_table(differences: dict[str, np.ndarray], truth: dict[str, dict],
+                         brain: np.ndarray) -> str:
     names = list(truth)
     support = np.logical_or.reduce([truth[n]["weight"] > 0 for n in names])
-    brain = truth[names[0]]["brain"]
     rows = ["| group | " + " | ".join(f"pattern {n} ratio" for n in names) + " |",
             "|---|" + "---|" * len(names)]
     for g, diff in differences.items():
@@ -259,12 +260,13 @@ def _concentration_table(differences: dict[str, np.ndarray], truth: dict[str, di
     return "\n".join(rows)
 
 
-def _disease_fraction(moments: np.ndarray, n: int, truth: dict[str, dict]) -> float:
+def _disease_fraction(moments: np.ndarray, n: int, brain: np.ndarray | None) -> float:
     """f = Σ_v Var_i[x_i − x_i^h] / Σ_v Var_i[x_i] over brain voxels (SCIENCE.md §8.4)."""
     sum_d, sum_d2, sum_x, sum_x2 = moments
     var_d = sum_d2 / n - (sum_d / n) ** 2
     var_x = sum_x2 / n - (sum_x / n) ** 2
-    brain = next(iter(truth.values()))["brain"] if truth else sum_x > 0
+    if brain is None:
+        brain = sum_x > 0
     return float(var_d[brain].sum() / var_x[brain].sum())
 
 
