@@ -1,10 +1,129 @@
-"""The cohort table: one row per scan, the same schema for synthetic and real data."""
+"""The cohort table: one row per scan, the same schema for synthetic and real data.
+
+A manifest is a CSV with the columns `subject_id, path, age, sex, group, site` (extra columns are
+kept). `path` is absolute or relative to the manifest's folder. `read_manifest` checks every row
+and reports every problem at once, naming the file, the line and the column.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from neurocvae.errors import InputError
 
 # Diagnostic groups and their integer labels (SCIENCE.md §1.1): dual carries both diseases.
 GROUPS: dict[str, int] = {"HC": 0, "MDD": 1, "diabetes": 2, "dual": 3}
 HEALTHY = "HC"
+SEXES = ("F", "M")
 
 # Columns every manifest has; extra columns are kept.
 MANIFEST_COLUMNS = ("subject_id", "path", "age", "sex", "group", "site")
+
+MAX_LISTED = 20  # problems listed in one error message before "… and N more"
+
+
+def problem_list(problems: list[str]) -> str:
+    """Problems as indented lines, at most `MAX_LISTED` of them."""
+    shown = [f"  - {p}" for p in problems[:MAX_LISTED]]
+    if len(problems) > MAX_LISTED:
+        shown.append(f"  … and {len(problems) - MAX_LISTED} more")
+    return "\n".join(shown)
+
+
+def line_of(row: int) -> int:
+    """The CSV line (1 = header) of the 0-based data row `row`: what a spreadsheet shows."""
+    return row + 2
+
+
+def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a cohort table.
+
+    Returns the table with `path` made absolute, `age` as float, `subject_id`, `sex`, `group`
+    and `site` as strings, in file order. Raises `InputError` listing every bad row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such cohort table")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise InputError(f"{path}: not a readable CSV table ({error})") from error
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; a cohort table needs "
+            f"{', '.join(MANIFEST_COLUMNS)} (found {', '.join(frame.columns)})"
+        )
+    problems: list[str] = []
+    frame = frame.copy()
+    frame["subject_id"] = frame["subject_id"].str.strip()
+    frame["path"] = [_resolve(p.strip(), path.parent) for p in frame["path"]]
+    ages = pd.to_numeric(frame["age"].str.strip(), errors="coerce")
+    first_line: dict[str, int] = {}
+    for row, record in enumerate(frame.itertuples(index=False)):
+        where = f"line {line_of(row)}"
+        if not record.subject_id:
+            problems.append(f"{where}, column subject_id: empty")
+        elif record.subject_id in first_line:
+            problems.append(f"{where}, column subject_id: {record.subject_id!r} is a duplicate "
+                            f"of line {first_line[record.subject_id]}")
+        else:
+            first_line[record.subject_id] = line_of(row)
+        age = ages.iloc[row]
+        if not record.age.strip():
+            problems.append(f"{where}, column age: missing")
+        elif not math.isfinite(age):
+            problems.append(f"{where}, column age: {record.age!r} is not a number (years)")
+        if record.sex not in SEXES:
+            problems.append(f"{where}, column sex: {record.sex!r}, expected one of {SEXES}")
+        if record.group not in GROUPS:
+            problems.append(f"{where}, column group: unknown group {record.group!r}, "
+                            f"expected one of {tuple(GROUPS)}")
+        if not record.site.strip():
+            problems.append(f"{where}, column site: empty (use one value for a single site)")
+        if not record.path:
+            problems.append(f"{where}, column path: empty")
+        elif check_files and not Path(record.path).is_file():
+            problems.append(f"{where}, column path: no such file {record.path}")
+    if problems:
+        raise InputError(f"{path}: {len(problems)} problem(s)\n{problem_list(problems)}")
+    frame["age"] = ages.astype(float)
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _resolve(value: str, folder: Path) -> str:
+    """An absolute path for a manifest entry given relative to the manifest's folder."""
+    if not value:
+        return ""
+    return str(Path(value) if Path(value).is_absolute() else (folder / value).resolve())
+
+
+def check_disjoint(tables: dict[str, pd.DataFrame]) -> None:
+    """Raise `InputError` if a subject (by id or by image path) is in more than one table."""
+    problems = []
+    names = list(tables)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            for column in ("subject_id", "path"):
+                shared = sorted(set(tables[first][column]) & set(tables[second][column]))
+                if shared:
+                    problems.append(f"{len(shared)} {column}(s) in both {first} and {second}: "
+                                    f"{_examples(shared)}")
+    if problems:
+        raise InputError("the tables must not share subjects:\n" + problem_list(problems))
+
+
+def _examples(values: Iterable[str], n: int = 5) -> str:
+    values = list(values)
+    listed = ", ".join(map(str, values[:n]))
+    return listed + (f", … ({len(values)} in all)" if len(values) > n else "")
+
+
+def group_labels(frame: pd.DataFrame) -> pd.Series:
+    """Integer labels of the `group` column (HC 0, MDD 1, diabetes 2, dual 3)."""
+    return frame["group"].map(GROUPS).astype(int)

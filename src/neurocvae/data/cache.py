@@ -1,0 +1,239 @@
+"""An on-disk cache of preprocessed volumes: one memory-mapped float16 `.npy` array.
+
+Why a plain `.npy` memory map (rather than HDF5 or zarr): reading a volume is one contiguous
+slice served by the operating system's page cache, at memory speed, with no decompression and
+no library state. Any number of readers (dataloader workers, DDP ranks, other jobs) open it
+read-only and independently, which HDF5 handles are not safe to do across `fork`. Pages are
+loaded on demand and evicted under memory pressure, so memory stays flat as the cohort grows.
+
+Layout of one entry, `<cache_dir>/<settings hash>-<sources hash>/`:
+
+    volumes.npy    float16 [N, X, Y, Z]; row i is source i of index.csv
+    index.csv      path, size, mtime_ns (the source's fingerprint), min, max (after preprocessing)
+    rejected.csv   path, problem (only when bad volumes were skipped)
+    settings.json  the preprocessing settings
+
+A changed setting or a changed source file (size or modification time) gives another key, so
+the cache is rebuilt; an entry that covers a superset of the requested files is reused. An entry
+is built in a `.partial` folder under a file lock and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from neurocvae.data.cohort import problem_list
+from neurocvae.data.volumes import Preprocessing, VolumeError, read_shape
+from neurocvae.errors import InputError
+from neurocvae.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(path: str) -> tuple[str, int, int]:
+    """`(path, size, mtime_ns)` of a source file: a changed file gets a new cache key."""
+    stat = os.stat(path)
+    return path, stat.st_size, stat.st_mtime_ns
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class VolumeCache:
+    """Read access to one complete cache entry; cheap to pickle into worker processes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.index = pd.read_csv(folder / "index.csv")
+        rejected = folder / "rejected.csv"
+        self.rejected = (pd.read_csv(rejected) if rejected.is_file()
+                         else pd.DataFrame(columns=["path", "problem"]))
+        bad = set(self.rejected["path"])
+        self._rows = {p: i for i, p in enumerate(self.index["path"]) if p not in bad}
+        self._array: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}  # each process maps the file itself
+
+    @property
+    def array(self) -> np.ndarray:
+        """float16 [N, X, Y, Z], memory-mapped read-only."""
+        if self._array is None:
+            self._array = np.load(self.folder / "volumes.npy", mmap_mode="r")
+        return self._array
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._rows
+
+    def row(self, path: str) -> int:
+        return self._rows[path]
+
+    def read(self, path: str) -> torch.Tensor:
+        """The cached volume of `path` as float32 [1, X, Y, Z]."""
+        return torch.from_numpy(np.array(self.array[self._rows[path]])).float()[None]
+
+    @property
+    def nbytes_per_volume(self) -> int:
+        return int(np.prod(self.array.shape[1:])) * self.array.itemsize
+
+
+def open_or_build(paths: Sequence[str], preprocessing: Preprocessing, cache_dir: str | Path, *,
+                  workers: int = 0, skip_bad: bool = False) -> VolumeCache:
+    """The cache entry holding `paths` (absolute) under `preprocessing`, built if needed.
+
+    Bad volumes (unreadable, 4-D, NaN/inf, all zero, a shape unlike the rest) raise one
+    `InputError` listing each path and its problem, or with `skip_bad` are left out and listed
+    in the entry's `rejected.csv` (also `VolumeCache.rejected`).
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sources = [fingerprint(p) for p in paths]
+    settings = preprocessing.cache_settings()
+    prefix = _digest(settings)
+    with _locked(cache_dir / f"{prefix}.lock"):
+        cache = _find(cache_dir, prefix, sources)
+        if cache is None:
+            folder = cache_dir / f"{prefix}-{_digest(sorted(sources))}"
+            _build(folder, sources, preprocessing, workers=workers)
+            cache = VolumeCache(folder)
+    _check_rejected(cache, paths, skip_bad)
+    return cache
+
+
+def _find(cache_dir: Path, prefix: str, sources: list[tuple[str, int, int]]
+          ) -> VolumeCache | None:
+    """A complete entry with these settings whose sources include all of `sources`."""
+    wanted = set(sources)
+    for folder in sorted(cache_dir.glob(f"{prefix}-*")):
+        if folder.suffix == ".partial" or not (folder / "index.csv").is_file():
+            continue
+        index = pd.read_csv(folder / "index.csv")
+        known = set(zip(index["path"], index["size"], index["mtime_ns"], strict=True))
+        if wanted <= known:
+            return VolumeCache(folder)
+    return None
+
+
+def _check_rejected(cache: VolumeCache, paths: Sequence[str], skip_bad: bool) -> None:
+    bad = cache.rejected[cache.rejected["path"].isin(set(paths))]
+    if len(bad) and not skip_bad:
+        problems = [f"{p}: {why}" for p, why in zip(bad["path"], bad["problem"], strict=True)]
+        raise InputError(f"{len(bad)} bad volume(s) (set skip_bad=true to leave them out and "
+                         f"list them in rejected.csv)\n{problem_list(problems)}")
+    if len(bad):
+        log.warning("%d bad volume(s) left out; see %s", len(bad), cache.folder / "rejected.csv")
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    """An exclusive advisory lock: one builder per entry, others wait and then reuse it."""
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Decoder(Dataset):
+    """Preprocess source i; a bad volume yields its problem instead of raising in a worker."""
+
+    def __init__(self, paths: Sequence[str], preprocessing: Preprocessing) -> None:
+        self.paths, self.transform = list(paths), preprocessing.transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            image = self.transform({"image": self.paths[i]})["image"]
+        except VolumeError as error:
+            return i, None, error.problem
+        return i, image.as_tensor()[0].numpy().astype(np.float16), ""
+
+
+def _as_is(item: tuple) -> tuple:
+    return item
+
+
+def _shape_problems(paths: Sequence[str], preprocessing: Preprocessing) -> dict[str, str]:
+    """Sources whose grid differs from the most common one (when no resampling is asked)."""
+    problems: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in paths:
+        try:
+            shapes[path] = read_shape(path)[:3]
+        except VolumeError as error:
+            problems[path] = error.problem
+    if preprocessing.voxel_size is None and shapes:
+        values, counts = np.unique(list(shapes.values()), axis=0, return_counts=True)
+        common = tuple(int(v) for v in values[counts.argmax()])
+        for path, shape in shapes.items():
+            if shape != common:
+                problems[path] = (f"shape {'×'.join(map(str, shape))} differs from the "
+                                  f"{'×'.join(map(str, common))} of the other volumes")
+    return problems
+
+
+def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Preprocessing, *,
+           workers: int) -> None:
+    paths = [p for p, _, _ in sources]
+    rejected = _shape_problems(paths, preprocessing)
+    good = [i for i, p in enumerate(paths) if p not in rejected]
+    partial = folder.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    array = None
+    minima = np.full(len(paths), np.nan)
+    maxima = np.full(len(paths), np.nan)
+    loader = DataLoader(torch.utils.data.Subset(_Decoder(paths, preprocessing), good),
+                        batch_size=None, num_workers=workers, collate_fn=_as_is)
+    log.info("caching %d volumes into %s", len(good), folder)
+    with progress("caching volumes", total=len(good)) as advance:
+        for i, volume, problem in loader:
+            advance()
+            if volume is None:
+                rejected[paths[i]] = problem
+                continue
+            if array is None:
+                array = np.lib.format.open_memmap(partial / "volumes.npy", mode="w+",
+                                                  dtype=np.float16,
+                                                  shape=(len(paths), *volume.shape))
+            elif volume.shape != array.shape[1:]:
+                rejected[paths[i]] = (f"shape {volume.shape} after preprocessing differs from "
+                                      f"{array.shape[1:]}: set data.preprocessing.shape")
+                continue
+            array[i] = volume
+            minima[i], maxima[i] = volume.min(), volume.max()
+    if array is None:
+        shutil.rmtree(partial)
+        raise InputError("no usable volume:\n" + problem_list(
+            [f"{p}: {why}" for p, why in rejected.items()]))
+    array.flush()
+    del array
+    pd.DataFrame({
+        "path": paths,
+        "size": [s for _, s, _ in sources],
+        "mtime_ns": [m for _, _, m in sources],
+        "min": minima, "max": maxima,
+    }).to_csv(partial / "index.csv", index=False)
+    # Rejected sources stay in index.csv (their fingerprints say what the entry covers) with an
+    # empty min/max; rejected.csv says why.
+    pd.DataFrame(sorted(rejected.items()), columns=["path", "problem"]).to_csv(
+        partial / "rejected.csv", index=False)
+    (partial / "settings.json").write_text(json.dumps(preprocessing.cache_settings(), indent=1))
+    partial.rename(folder)

@@ -1,0 +1,93 @@
+"""Datasets over cached volumes, and the sampler that draws an epoch.
+
+An item is a dict: `image` float32 [1, X, Y, Z], `age` (years), `group` (integer label), `site`,
+`subject_id`. A contrastive item is `{"target": item, "background": item}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from monai.transforms import Compose
+from torch.utils.data import Dataset, DistributedSampler
+
+from neurocvae.data.cache import VolumeCache
+from neurocvae.data.cohort import group_labels
+from neurocvae.data.pairing import Pairing
+
+Intensity = Callable[[torch.Tensor], torch.Tensor]
+MAX_SEED = 2**31 - 1
+
+
+class VolumeDataset(Dataset):
+    """The rows of a cohort table, read from the cache.
+
+    Indexed by `i` or by `(i, seed)`: with a seed, `augment` draws its randomness from it.
+    """
+
+    def __init__(self, table: pd.DataFrame, cache: VolumeCache, *,
+                 intensity: Intensity | None = None, augment: Compose | None = None) -> None:
+        self.table = table.reset_index(drop=True)
+        self.cache, self.intensity, self.augment = cache, intensity, augment
+        self.paths = self.table["path"].tolist()
+        self.ages = torch.tensor(self.table["age"].to_numpy(), dtype=torch.float32)
+        self.groups = torch.tensor(group_labels(self.table).to_numpy())
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.cache.read(self.paths[i])
+        if self.intensity is not None:
+            image = self.intensity(image)
+        if self.augment is not None:
+            self.augment.set_random_state(seed=seed)
+            image = self.augment({"image": image})["image"]
+        return {"image": torch.as_tensor(image), "age": self.ages[i], "group": self.groups[i],
+                "site": self.table.at[i, "site"], "subject_id": self.table.at[i, "subject_id"]}
+
+
+class ContrastiveDataset(Dataset):
+    """Indexed by `(background i, target j, seed)`: `{"target": …, "background": …}`."""
+
+    def __init__(self, target: VolumeDataset, background: VolumeDataset) -> None:
+        self.target, self.background = target, background
+
+    def __len__(self) -> int:
+        return len(self.background)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict:
+        i, j, seed = key
+        return {"background": self.background[i, seed],
+                "target": self.target[j, (seed + 1) % MAX_SEED]}
+
+
+class EpochSampler(DistributedSampler):
+    """The draws of one epoch: `(i, seed)`, or `(i, partner[i], seed)` with a pairing.
+
+    Deterministic in `(seed, epoch)` (Lightning calls `set_epoch`); without `shuffle` the draws
+    are the same every epoch (validation). Under DDP each rank takes every world-th draw of the
+    same order (padded by repetition to equal length, like `DistributedSampler`); being one,
+    Lightning does not wrap it.
+    """
+
+    def __init__(self, n: int, *, seed: int, shuffle: bool = True,
+                 pairing: Pairing | None = None) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(range(n), num_replicas=dist.get_world_size() if distributed else 1,
+                         rank=dist.get_rank() if distributed else 0, shuffle=shuffle, seed=seed)
+        self.n, self.pairing = n, pairing
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        rng = np.random.default_rng([self.seed, self.epoch] if self.shuffle else [self.seed])
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        partner = self.pairing(rng) if self.pairing is not None else None
+        seeds = rng.integers(0, MAX_SEED, size=self.n)
+        for i in np.resize(order, self.total_size)[self.rank::self.num_replicas]:
+            i = int(i)
+            yield (i, int(seeds[i])) if partner is None else (i, int(partner[i]), int(seeds[i]))

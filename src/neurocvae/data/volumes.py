@@ -1,0 +1,182 @@
+"""Reading and preprocessing volumes: the deterministic part that the cache stores.
+
+MONAI dictionary transforms on `{"image": path}`: load (with validation), channel first, RAS
+orientation (UK Biobank files are FSL LAS, nilearn's are RAS), optional isotropic resampling,
+intensity normalisation, centre crop/pad. Order as in SFCN: the volume is divided by its mean
+over the *whole* field of view (zeros included) before the crop.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Hashable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    ResizeWithPadOrCropd,
+    Spacingd,
+)
+
+from neurocvae.errors import InputError
+
+NORMALISATIONS = ("mean", "minmax_global", "zscore_brain")
+CACHE_FORMAT = 1  # bump when the cached computation changes
+
+
+class VolumeError(InputError):
+    """A volume that cannot be used; the message names the path and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The deterministic preprocessing of every volume.
+
+    voxel_size: isotropic resampling in mm (None keeps the source grid).
+    shape: centre crop/pad to this many voxels (None keeps the resampled shape); SFCN uses
+        160×192×160 at 1 mm.
+    normalise: `mean` (SFCN: divide by the volume mean), `minmax_global` (`mean`, then the
+        training split's percentile min/max, fitted later and stored with the run; the cache
+        holds the `mean` volume) or `zscore_brain` (zero mean, unit SD over non-zero voxels).
+    """
+
+    voxel_size: float | None = None
+    shape: tuple[int, int, int] | None = (160, 192, 160)
+    normalise: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise InputError(f"normalise={self.normalise!r}: expected one of {NORMALISATIONS}")
+        if self.voxel_size is not None and self.voxel_size <= 0:
+            raise InputError(f"voxel_size={self.voxel_size}: must be > 0 mm")
+        if self.shape is not None:
+            object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+            if len(self.shape) != 3 or min(self.shape) < 1:
+                raise InputError(f"shape={self.shape}: expected three positive sizes")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Preprocessing:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise InputError(f"unknown preprocessing option(s) {sorted(unknown)}; "
+                             f"known: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def cached_normalise(self) -> str:
+        """The normalisation the cache stores (`minmax_global` is applied when reading)."""
+        return "mean" if self.normalise == "minmax_global" else self.normalise
+
+    def cache_settings(self) -> dict[str, Any]:
+        """What determines the cached arrays: a change here rebuilds the cache."""
+        settings = asdict(self) | {"normalise": self.cached_normalise, "format": CACHE_FORMAT}
+        settings["shape"] = list(self.shape) if self.shape else None
+        return settings
+
+    def transform(self) -> Compose:
+        """`{"image": path}` → `{"image": float32 MetaTensor [1, X, Y, Z]}`, RAS."""
+        steps: list[Any] = [LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=None)]
+        if self.voxel_size:
+            steps.append(Spacingd("image", pixdim=(self.voxel_size,) * 3, mode="bilinear"))
+        if self.cached_normalise == "mean":
+            steps.append(DivideByMeand("image"))
+        else:
+            steps.append(NormalizeIntensityd("image", nonzero=True))
+        if self.shape:
+            steps.append(ResizeWithPadOrCropd("image", spatial_size=self.shape))
+        return Compose(steps)
+
+    def __call__(self, path: str | Path) -> torch.Tensor:
+        """The preprocessed volume of one file, float32 [1, X, Y, Z] (no metadata)."""
+        return self.transform()({"image": str(path)})["image"].as_tensor()
+
+
+def read_shape(path: str | Path) -> tuple[int, ...]:
+    """The array shape from the header only (cheap: no decompression of the data)."""
+    try:
+        return tuple(nib.load(str(path)).shape)
+    except FileNotFoundError as error:
+        raise VolumeError(path, "no such file") from error
+    except Exception as error:  # nibabel raises many kinds for a bad header
+        raise VolumeError(path, f"unreadable NIfTI header ({type(error).__name__}: {error})"
+                          ) from error
+
+
+def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """`(data float32 [X, Y, Z], affine 4×4)`, or `VolumeError` saying what is wrong."""
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+    except FileNotFoundError as error:
+        raise VolumeError(path, "no such file") from error
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise VolumeError(path, f"truncated or corrupt compressed file ({error})") from error
+    except Exception as error:  # nibabel's errors for broken headers and short data
+        raise VolumeError(path, f"unreadable NIfTI ({type(error).__name__}: {error})") from error
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise VolumeError(path, f"{data.ndim}-D image of shape {data.shape}, expected one 3-D "
+                          "volume")
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise VolumeError(path, f"{data.size - int(finite.sum())} NaN or infinite voxel(s)")
+    if not data.any():
+        raise VolumeError(path, "all voxels are zero")
+    return data, image.affine
+
+
+class LoadVolumed(MapTransform):
+    """Load a validated NIfTI as a channel-first MetaTensor [1, X, Y, Z] carrying its affine."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            array, affine = load_volume(out[key])
+            out[key] = MetaTensor(torch.from_numpy(array)[None], affine=torch.as_tensor(affine),
+                                  meta={"filename_or_obj": str(out[key])})
+        return out
+
+
+class DivideByMeand(MapTransform):
+    """SFCN's normalisation: divide by the mean over the whole field of view, zeros included."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            out[key] = out[key] / out[key].mean()
+        return out
+
+
+@dataclass(frozen=True)
+class MinMax:
+    """The original cVAE's global scaling: x' = (x − lo) / (hi − lo), unclipped."""
+
+    lo: float
+    hi: float
+
+    @classmethod
+    def fit(cls, minima: np.ndarray, maxima: np.ndarray) -> MinMax:
+        """lo = 0.5th percentile of per-scan minima, hi = 99.5th of per-scan maxima."""
+        lo, hi = float(np.percentile(minima, 0.5)), float(np.percentile(maxima, 99.5))
+        if not hi > lo:
+            raise InputError(f"cannot fit min-max scaling: hi {hi} ≤ lo {lo}")
+        return cls(lo, hi)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return (image - self.lo) / (self.hi - self.lo)
