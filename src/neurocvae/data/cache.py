@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from neurocvae.data.cohort import problem_list
-from neurocvae.data.volumes import Preprocessing, VolumeError, read_shape
+from neurocvae.data.volumes import Preprocessing, VolumeError, preprocess, read_shape
 from neurocvae.errors import InputError
 from neurocvae.progress import progress
 
@@ -160,10 +160,10 @@ class _Decoder(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
         try:
-            image = self.transform({"image": self.paths[i]})["image"]
+            image = preprocess(self.transform, self.paths[i])
         except VolumeError as error:
             return i, None, error.problem
-        return i, image.as_tensor()[0].numpy().astype(np.float16), ""
+        return i, image[0].numpy().astype(np.float16), ""
 
 
 def _as_is(item: tuple) -> tuple:

@@ -77,10 +77,15 @@ class EpochSampler(DistributedSampler):
     """
 
     def __init__(self, n: int, *, seed: int, shuffle: bool = True,
-                 pairing: Pairing | None = None) -> None:
+                 pairing: Pairing | None = None, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
         distributed = dist.is_available() and dist.is_initialized()
-        super().__init__(range(n), num_replicas=dist.get_world_size() if distributed else 1,
-                         rank=dist.get_rank() if distributed else 0, shuffle=shuffle, seed=seed)
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if distributed else 1
+        if rank is None:
+            rank = dist.get_rank() if distributed else 0
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed)
         self.n, self.pairing = n, pairing
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:

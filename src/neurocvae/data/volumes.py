@@ -103,7 +103,21 @@ class Preprocessing:
 
     def __call__(self, path: str | Path) -> torch.Tensor:
         """The preprocessed volume of one file, float32 [1, X, Y, Z] (no metadata)."""
-        return self.transform()({"image": str(path)})["image"].as_tensor()
+        return preprocess(self.transform(), path)
+
+
+def preprocess(transform: Compose, path: str | Path) -> torch.Tensor:
+    """Apply `transform` to the file at `path`; a `VolumeError` surfaces as itself (MONAI wraps
+    errors raised inside a transform in a `RuntimeError`)."""
+    try:
+        return transform({"image": str(path)})["image"].as_tensor()
+    except RuntimeError as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, VolumeError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def read_shape(path: str | Path) -> tuple[int, ...]:

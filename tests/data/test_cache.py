@@ -1,0 +1,88 @@
+"""The volume cache: same values as the uncached pipeline, keyed by settings and sources."""
+
+import multiprocessing
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from neurocvae.data.cache import open_or_build
+from neurocvae.data.cohort import read_manifest
+from neurocvae.data.volumes import Preprocessing
+from neurocvae.errors import InputError
+from tests.data.conftest import brain, write_nifti
+
+PREP = Preprocessing(shape=(10, 12, 8))
+
+
+def paths_of(manifest):
+    return read_manifest(manifest)["path"].tolist()
+
+
+def entries(cache_dir):
+    return sorted(p.name for p in cache_dir.iterdir() if p.is_dir())
+
+
+def test_the_cache_returns_what_the_pipeline_computes(tiny_cohort, tmp_path):
+    paths = paths_of(tiny_cohort)
+    cache = open_or_build(paths, PREP, tmp_path / "cache", workers=2)
+    assert cache.array.dtype == np.float16 and cache.array.shape == (24, 10, 12, 8)
+    for path in paths:
+        expected = PREP(path)
+        torch.testing.assert_close(cache.read(path), expected.half().float(), rtol=0, atol=0)
+        torch.testing.assert_close(cache.read(path), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_a_changed_setting_or_source_rebuilds_and_a_subset_reuses(tiny_cohort, tmp_path):
+    paths, cache_dir = paths_of(tiny_cohort), tmp_path / "cache"
+    first = open_or_build(paths, PREP, cache_dir)
+    assert open_or_build(paths[:5], PREP, cache_dir).folder == first.folder  # a subset
+    zscore = open_or_build(paths, Preprocessing(shape=(10, 12, 8), normalise="zscore_brain"),
+                           cache_dir)
+    assert zscore.folder != first.folder
+    # minmax_global is applied when reading: it shares the `mean` entry
+    minmax = Preprocessing(shape=(10, 12, 8), normalise="minmax_global")
+    assert open_or_build(paths, minmax, cache_dir).folder == first.folder
+    write_nifti(tiny_cohort.parent / "volumes" / "s003.nii.gz", 2 * brain(3))
+    os.utime(paths[3], ns=(1, 1))  # a different modification time, whatever the clock
+    rebuilt = open_or_build(paths, PREP, cache_dir)
+    assert rebuilt.folder not in (first.folder, zscore.folder)
+    torch.testing.assert_close(rebuilt.read(paths[3]), PREP(paths[3]).half().float())
+    assert len(entries(cache_dir)) == 3
+
+
+def test_bad_volumes_are_all_listed_or_skipped_into_rejected(tiny_cohort, tmp_path):
+    paths, cache_dir = paths_of(tiny_cohort), tmp_path / "cache"
+    write_nifti(paths[1], np.zeros((12, 14, 10)))
+    write_nifti(paths[2], brain(2, shape=(12, 14, 11)))
+    with pytest.raises(InputError, match="2 bad volume") as raised:
+        open_or_build(paths, PREP, cache_dir)
+    message = str(raised.value)
+    assert f"{paths[1]}: all voxels are zero" in message
+    assert f"{paths[2]}: shape 12×14×11 differs from the 12×14×10 of the other volumes" in message
+    cache = open_or_build(paths, PREP, cache_dir, skip_bad=True)
+    assert paths[1] not in cache and paths[2] not in cache and paths[0] in cache
+    assert sorted(cache.rejected["path"]) == sorted(paths[1:3])
+    assert (cache.folder / "rejected.csv").is_file()
+
+
+def test_readers_do_not_copy_the_array(tiny_cohort, tmp_path):
+    cache = open_or_build(paths_of(tiny_cohort), PREP, tmp_path / "cache")
+    cache.read(cache.index["path"][0])
+    assert len(pickle.dumps(cache)) < cache.array.nbytes / 4
+    assert isinstance(cache.array, np.memmap)
+
+
+def _build(args):
+    paths, cache_dir = args
+    return str(open_or_build(paths, PREP, cache_dir).folder)
+
+
+def test_concurrent_builders_make_one_entry(tiny_cohort, tmp_path):
+    paths, cache_dir = paths_of(tiny_cohort), tmp_path / "cache"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        folders = pool.map(_build, [(paths, cache_dir)] * 2)
+    assert folders[0] == folders[1]
+    assert len(entries(cache_dir)) == 1
