@@ -40,7 +40,8 @@ def test_brainage_learns_from_controls_and_predicts_everybody(tiny_cohort, tmp_p
     dm.setup("fit")
     assert (tiny_cohort.parent / "manifest.splits.json").is_file()
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (2, 1, 8, 8, 8) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (2, 1, 8, 8, 8) and batch["image"].dtype == torch.float16
+    assert dm.on_after_batch_transfer(batch, 0)["image"].dtype == torch.float32
     assert (batch["group"] == 0).all()
     fitted = sum(len(dm.splits[s]) for s in ("train", "val", "test"))
     assert fitted == 12  # the healthy controls
@@ -66,6 +67,9 @@ def test_contrastive_batches_pair_each_background_with_a_target(target_and_backg
     assert (batches[0]["target"]["group"] > 0).all()
     # minmax_global (the contrastive default) is fitted on the training split and checkpointed
     assert dm.minmax is not None and dm.state_dict()["minmax"]["hi"] > dm.minmax.lo
+    inputs = dm.on_after_batch_transfer(batches[0], 0)
+    expected = dm.minmax(batches[0]["target"]["image"].float())
+    torch.testing.assert_close(inputs["target"]["image"], expected)
     restored = datamodule("contrastive", tmp_path, target=target, background=background)
     restored.load_state_dict(dm.state_dict())
     assert restored.minmax == dm.minmax

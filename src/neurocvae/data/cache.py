@@ -71,9 +71,10 @@ class VolumeCache:
 
     @property
     def array(self) -> np.ndarray:
-        """float16 [N, X, Y, Z], memory-mapped read-only."""
+        """float16 [N, X, Y, Z], memory-mapped (copy-on-write: the file is never modified, and
+        torch can wrap a row without copying it)."""
         if self._array is None:
-            self._array = np.load(self.folder / "volumes.npy", mmap_mode="r")
+            self._array = np.load(self.folder / "volumes.npy", mmap_mode="c")
         return self._array
 
     def __contains__(self, path: str) -> bool:
@@ -83,8 +84,9 @@ class VolumeCache:
         return self._rows[path]
 
     def read(self, path: str) -> torch.Tensor:
-        """The cached volume of `path` as float32 [1, X, Y, Z]."""
-        return torch.from_numpy(np.array(self.array[self._rows[path]])).float()[None]
+        """The cached volume of `path`, float16 [1, X, Y, Z]: a view of the memory map, no copy
+        (copy-on-write, so writing to it never changes the file)."""
+        return torch.from_numpy(self.array[self._rows[path]])[None]
 
     @property
     def nbytes_per_volume(self) -> int:

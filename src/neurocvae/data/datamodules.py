@@ -29,7 +29,12 @@ from neurocvae.data import pairing as pairings
 from neurocvae.data.augment import Augmentation
 from neurocvae.data.cache import VolumeCache, open_or_build
 from neurocvae.data.cohort import check_disjoint, read_manifest
-from neurocvae.data.datasets import ContrastiveDataset, EpochSampler, VolumeDataset
+from neurocvae.data.datasets import (
+    ContrastiveDataset,
+    EpochSampler,
+    VolumeDataset,
+    model_inputs,
+)
 from neurocvae.data.splits import load_or_make_splits
 from neurocvae.data.volumes import MinMax, Preprocessing
 from neurocvae.errors import InputError
@@ -94,8 +99,12 @@ class CohortDataModule(pl.LightningDataModule):
 
     def dataset(self, table: pd.DataFrame, *, train: bool = False) -> VolumeDataset:
         """Items of `table` (which must be covered by the cache); augmented when `train`."""
-        return VolumeDataset(table, self.cache, intensity=self.minmax,
+        return VolumeDataset(table, self.cache,
                              augment=self.augmentation.transform() if train else None)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Images to float32 and the fitted intensity scaling, on the device."""
+        return model_inputs(batch, self.minmax)
 
     def _loader(self, dataset: Dataset, sampler: EpochSampler, *, train: bool) -> DataLoader:
         if train and len(sampler) < self.batch_size:
