@@ -71,6 +71,7 @@ class CohortDataModule(pl.LightningDataModule):
         self.out_dir = Path(out_dir) if out_dir else None
         self.cache: VolumeCache | None = None
         self.minmax: MinMax | None = None
+        self.splits: dict[str, Any] = {}  # split name → its rows (per subclass)
 
     # --- shared steps -------------------------------------------------------------------------
 
@@ -115,6 +116,25 @@ class CohortDataModule(pl.LightningDataModule):
                     num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                     pin_memory=torch.cuda.is_available(), drop_last=train)
 
+    def _draws(self, name: str, *, train: bool) -> tuple[Dataset, EpochSampler]:
+        """The dataset and sampler of split `name` (each DataModule says how)."""
+        raise NotImplementedError
+
+    def _split_loader(self, name: str, *, train: bool = False) -> DataLoader:
+        if name not in self.splits:
+            raise InputError(f"no {name!r} split: split_fractions has {list(self.splits)}")
+        dataset, sampler = self._draws(name, train=train)
+        return self._loader(dataset, sampler, train=train)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._split_loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._split_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._split_loader("test")
+
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the fitted intensity scaling."""
         return {"minmax": vars(self.minmax) if self.minmax else None}
@@ -138,7 +158,6 @@ class BrainAgeDataModule(CohortDataModule):
         super().__init__(splits_file=splits_file or str(default_splits_file(manifest)), **kwargs)
         self.manifest, self.train_groups = manifest, list(train_groups)
         self.table: pd.DataFrame | None = None
-        self.splits: dict[str, pd.DataFrame] = {}
 
     def prepare_data(self) -> None:
         self._cached(read_manifest(self.manifest))
@@ -156,21 +175,9 @@ class BrainAgeDataModule(CohortDataModule):
             raise InputError(f"{self.manifest}: no training subject in groups {self.train_groups}")
         self._fit_intensity(self.splits["train"])
 
-    def _split_loader(self, name: str, *, train: bool = False) -> DataLoader:
-        if name not in self.splits:
-            raise InputError(f"no {name!r} split: split_fractions has {list(self.splits)}")
+    def _draws(self, name: str, *, train: bool) -> tuple[Dataset, EpochSampler]:
         dataset = self.dataset(self.splits[name], train=train)
-        return self._loader(dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=train),
-                            train=train)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._split_loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._split_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._split_loader("test")
+        return dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=train)
 
     def predict_dataloader(self) -> DataLoader:
         dataset = self.dataset(self.table)
@@ -195,7 +202,6 @@ class ContrastiveDataModule(CohortDataModule):
         super().__init__(splits_file=splits_file or str(default_splits_file(target)), **kwargs)
         self.target_file, self.background_file = target, background
         self.pairing, self.age_window = pairing, age_window
-        self.splits: dict[str, dict[str, pd.DataFrame]] = {}
 
     def _tables(self) -> pd.DataFrame:
         target, background = read_manifest(self.target_file), read_manifest(self.background_file)
@@ -231,9 +237,7 @@ class ContrastiveDataModule(CohortDataModule):
                                                  target["site"].to_numpy())
         return pairings.random_pairing(len(background), len(target))
 
-    def _split_loader(self, name: str, *, train: bool = False) -> DataLoader:
-        if name not in self.splits:
-            raise InputError(f"no {name!r} split: split_fractions has {list(self.splits)}")
+    def _draws(self, name: str, *, train: bool) -> tuple[Dataset, EpochSampler]:
         parts = self.splits[name]
         if parts["target"].empty or parts["background"].empty:
             raise InputError(f"the {name} split needs targets and backgrounds; it has "
@@ -242,13 +246,4 @@ class ContrastiveDataModule(CohortDataModule):
                                      self.dataset(parts["background"], train=train))
         sampler = EpochSampler(len(parts["background"]), seed=self.seed, shuffle=train,
                                pairing=self.pairing_rule(parts["target"], parts["background"]))
-        return self._loader(dataset, sampler, train=train)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._split_loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._split_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._split_loader("test")
+        return dataset, sampler
