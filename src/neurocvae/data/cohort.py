@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,6 +40,17 @@ def line_of(row: int) -> int:
     return row + 2
 
 
+def read_table(path: Path, what: str, **read_csv: Any) -> pd.DataFrame:
+    """A CSV (or other `sep`) table as strings, empty cells kept as ""; `InputError` naming
+    the file when it is missing or cannot be parsed. `what` names it: "cohort table", …"""
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, **read_csv)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise InputError(f"{path}: not a readable {what} ({error})") from error
+
+
 def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
     """Read and validate a cohort table.
 
@@ -46,12 +58,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
     and `site` as strings, in file order. Raises `InputError` listing every bad row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such cohort table")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise InputError(f"{path}: not a readable CSV table ({error})") from error
+    frame = read_table(path, "cohort table")
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(

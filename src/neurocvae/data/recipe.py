@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from neurocvae.data.cohort import GROUPS, HEALTHY
+from neurocvae.data.cohort import GROUPS, HEALTHY, problem_list
 from neurocvae.data.grid import Grid
 from neurocvae.data.template import Template
 from neurocvae.errors import InputError
@@ -136,7 +136,7 @@ class Recipe:
         """Raise `InputError` listing every problem (key, value, what was expected)."""
         problems = [*self._numeric_problems(), *self._region_problems()]
         if problems:
-            raise InputError("invalid recipe:\n  - " + "\n  - ".join(problems))
+            raise InputError("invalid recipe:\n" + problem_list(problems))
 
     def _numeric_problems(self) -> list[str]:
         known = ", ".join(GROUPS)

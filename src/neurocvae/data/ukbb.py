@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurocvae.data.cohort import read_table
 from neurocvae.errors import InputError
 
 FIELDS = {
@@ -53,15 +54,10 @@ def canonical_column(name: str) -> str:
 
 def read_phenotypes(path: Path) -> pd.DataFrame:
     """The needed fields of a UK Biobank table (CSV, or tab-separated `.tab`/`.tsv`/`.txt`)."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such phenotype table")
     sep = "\t" if path.suffix in {".tab", ".tsv", ".txt"} else ","
     wanted = set(FIELDS.values())
-    try:
-        frame = pd.read_csv(path, sep=sep, usecols=lambda c: canonical_column(c) in wanted,
-                            dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise InputError(f"{path}: not a readable table ({error})") from error
+    frame = read_table(path, "phenotype table", sep=sep,
+                       usecols=lambda c: canonical_column(c) in wanted)
     frame.columns = [canonical_column(c) for c in frame.columns]
     missing = [f"{key} ({field} or f.{field.replace('-', '.')})"
                for key, field in FIELDS.items() if field not in frame.columns]
