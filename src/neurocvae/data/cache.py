@@ -59,9 +59,7 @@ class VolumeCache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.index = pd.read_csv(folder / "index.csv")
-        rejected = folder / "rejected.csv"
-        self.rejected = (pd.read_csv(rejected) if rejected.is_file()
-                         else pd.DataFrame(columns=["path", "problem"]))
+        self.rejected = pd.read_csv(folder / "rejected.csv")
         bad = set(self.rejected["path"])
         self._rows = {p: i for i, p in enumerate(self.index["path"]) if p not in bad}
         self._array: np.ndarray | None = None
@@ -76,6 +74,12 @@ class VolumeCache:
         if self._array is None:
             self._array = np.load(self.folder / "volumes.npy", mmap_mode="c")
         return self._array
+
+    def covers(self, sources: list[tuple[str, int, int]]) -> bool:
+        """Whether every `(path, size, mtime_ns)` was cached here (usable or rejected)."""
+        index = self.index
+        known = set(zip(index["path"], index["size"], index["mtime_ns"], strict=True))
+        return set(sources) <= known
 
     def __contains__(self, path: str) -> bool:
         return path in self._rows
@@ -119,14 +123,12 @@ def open_or_build(paths: Sequence[str], preprocessing: Preprocessing, cache_dir:
 def _find(cache_dir: Path, prefix: str, sources: list[tuple[str, int, int]]
           ) -> VolumeCache | None:
     """A complete entry with these settings whose sources include all of `sources`."""
-    wanted = set(sources)
     for folder in sorted(cache_dir.glob(f"{prefix}-*")):
         if folder.suffix == ".partial" or not (folder / "index.csv").is_file():
             continue
-        index = pd.read_csv(folder / "index.csv")
-        known = set(zip(index["path"], index["size"], index["mtime_ns"], strict=True))
-        if wanted <= known:
-            return VolumeCache(folder)
+        cache = VolumeCache(folder)
+        if cache.covers(sources):
+            return cache
     return None
 
 
