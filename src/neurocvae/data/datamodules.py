@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,6 @@ from neurocvae.data.volumes import MinMax, Preprocessing
 from neurocvae.errors import InputError
 
 log = logging.getLogger(__name__)
-# torchdata 0.11 calls a torch API that torch 2.13 deprecates; harmless, and said every epoch.
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 def default_splits_file(table: str | Path) -> Path:
@@ -158,15 +155,21 @@ class BrainAgeDataModule(CohortDataModule):
         super().__init__(splits_file=splits_file or str(default_splits_file(manifest)), **kwargs)
         self.manifest, self.train_groups = manifest, list(train_groups)
         self.table: pd.DataFrame | None = None
+        self.split_ids: dict[str, list[str]] = {}  # split name → subject ids, every group
 
     def prepare_data(self) -> None:
         self._cached(read_manifest(self.manifest))
+
+    def split_of(self, subject_ids: pd.Series) -> pd.Series:
+        """The split (`train`, `val`, …) each subject belongs to, patients included."""
+        return subject_ids.map({s: name for name, rows in self.split_ids.items() for s in rows})
 
     def setup(self, stage: str | None = None) -> None:
         if self.table is not None:
             return
         table = read_manifest(self.manifest)
         ids = load_or_make_splits(table, self.splits_file, self.split_fractions, seed=self.seed)
+        self.split_ids = ids
         self.table = self._cached(table)
         modelled = self.table[self.table["group"].isin(self.train_groups)]
         self.splits = {name: modelled[modelled["subject_id"].isin(set(members))]

@@ -1,0 +1,86 @@
+"""Linear bias correction of predicted age (SCIENCE.md §3), fitted on held-out healthy controls.
+
+Two published forms, both from an ordinary least-squares line on the calibration controls:
+
+- `scaling` (Cole et al. 2018; Peng et al. 2021): fit ŷ = a·y + b; corrected age (ŷ − b)/a.
+- `offset` (Beheshti et al. 2019; Smith et al. 2019): fit ŷ − y = a·y + b; corrected age
+  ŷ − (a·y + b).
+
+The brain-age gap (BAG) is corrected age − y. The scaling form divides gaps by its slope
+(BAG_scaling = BAG_offset / (1 + a_offset)), so a BAG threshold only means something together
+with the form: it is saved with the coefficients.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neurocvae.errors import InputError
+
+FORMS = ("scaling", "offset")
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    """A fitted correction: `form`, slope `a`, intercept `b` (years), fitted on `n` controls."""
+
+    form: str
+    a: float
+    b: float
+    n: int
+    fitted_on: str = ""
+
+    @classmethod
+    def fit(cls, predicted: np.ndarray, age: np.ndarray, *, form: str = "scaling",
+            min_subjects: int = 10, fitted_on: str = "") -> BiasCorrection:
+        """OLS fit on calibration controls: `predicted` and true `age` in years, [N] each."""
+        if form not in FORMS:
+            raise InputError(f"correction form {form!r}: expected one of {FORMS}")
+        predicted, age = np.asarray(predicted, float), np.asarray(age, float)
+        where = f" ({fitted_on})" if fitted_on else ""
+        if len(age) < min_subjects:
+            raise InputError(f"the bias correction needs at least {min_subjects} healthy "
+                             f"controls to fit on{where}; found {len(age)}. Add controls, or "
+                             "change correction.fit_on or data.split_fractions")
+        if np.ptp(age) == 0:
+            raise InputError(f"the bias correction needs a range of ages{where}; every control "
+                             f"is {age[0]:g}")
+        target = predicted if form == "scaling" else predicted - age
+        a, b = np.polyfit(age, target, 1)
+        if form == "scaling" and a <= 0.05:
+            raise InputError(f"predicted age hardly rises with age on the calibration controls"
+                             f"{where} (slope {a:.3f}): the model has not learnt age, and the "
+                             "scaling correction would divide by that slope")
+        return cls(form=form, a=float(a), b=float(b), n=len(age), fitted_on=fitted_on)
+
+    def corrected_age(self, predicted: np.ndarray, age: np.ndarray) -> np.ndarray:
+        """[N] corrected age in years (the offset form needs the true age, as does the gap)."""
+        predicted, age = np.asarray(predicted, float), np.asarray(age, float)
+        if self.form == "scaling":
+            return (predicted - self.b) / self.a
+        return predicted - (self.a * age + self.b)
+
+    def gap(self, predicted: np.ndarray, age: np.ndarray) -> np.ndarray:
+        """[N] brain-age gap in years: corrected age − age."""
+        return self.corrected_age(predicted, age) - np.asarray(age, float)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> BiasCorrection:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def agreement(predicted: np.ndarray, age: np.ndarray) -> dict[str, float]:
+    """How predictions (years) agree with age: n, MAE, mean error, r, corr(error, age)."""
+    predicted, age = np.asarray(predicted, float), np.asarray(age, float)
+    error = predicted - age
+    varied = len(age) > 2 and np.ptp(age) > 0
+    return {"n": len(age), "mae": float(np.abs(error).mean()), "mean_error": float(error.mean()),
+            "r": float(np.corrcoef(predicted, age)[0, 1]) if varied else float("nan"),
+            "r_error_age": float(np.corrcoef(error, age)[0, 1]) if varied else float("nan")}

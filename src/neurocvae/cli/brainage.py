@@ -1,0 +1,180 @@
+"""`neurocvae-brainage`: train (or load) SFCN → predict → bias-correct → select.
+
+Writes into `out_dir`: `brainage.csv` (every scan: split, whether it fitted the network or the
+correction, predicted and corrected age, BAG), `lbc.json`, `metrics.json`, `target.csv`,
+`background.csv`, `selection.json`, the plots, and `checkpoints/` when it trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from neurocvae.brainage import plots
+from neurocvae.brainage.bins import AgeBins
+from neurocvae.brainage.correction import BiasCorrection, agreement
+from neurocvae.brainage.module import BrainAgeModule
+from neurocvae.brainage.selection import match_background, select_targets, summarise
+from neurocvae.brainage.sfcn import load_weights
+from neurocvae.cli import reports_input_errors
+from neurocvae.config import config_dir
+from neurocvae.data.cohort import HEALTHY
+from neurocvae.data.datamodules import BrainAgeDataModule
+from neurocvae.errors import InputError
+
+log = logging.getLogger(__name__)
+RESULTS = ("brainage.csv", "target.csv", "background.csv")
+PREDICTED = ["brain_age", "corrected_age", "bag"]
+
+
+def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path) -> pd.DataFrame:
+    """Train or load SFCN, then predict every usable scan: the manifest + split, `sfcn_fit`,
+    `brain_age` (years)."""
+    bins = AgeBins(**cfg.bins)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    table = datamodule.table.assign(split=datamodule.split_of(datamodule.table["subject_id"]))
+    net = hydra.utils.instantiate(cfg.net)
+    if cfg.weights:
+        load_weights(net, cfg.weights)
+    elif not cfg.train:
+        raise InputError("train=false needs weights=<a weight file> to predict with")
+    optim = hydra.utils.instantiate(cfg.optim)
+    module = BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler, bins=bins)
+    callbacks = []
+    if cfg.train:
+        bins.check(datamodule.splits["train"]["age"], "training subjects")
+        callbacks = [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
+                                     monitor="val/mae", mode="min", save_last=True),
+                     EarlyStopping("val/mae", patience=cfg.early_stopping_patience)]
+    bins.check(table["age"], "scans")
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=CSVLogger(out_dir, name="logs", version=""))
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule)
+    best = "best" if cfg.train else None
+    batches = trainer.predict(module, datamodule=datamodule, ckpt_path=best)
+    predicted = pd.DataFrame({
+        "subject_id": [s for batch in batches for s in batch["subject_id"]],
+        "brain_age": np.concatenate([batch["brain_age"].numpy() for batch in batches])})
+    fitted = set(datamodule.splits["train"]["subject_id"]) if cfg.train else set()
+    return (table.assign(sfcn_fit=table["subject_id"].isin(fitted))
+            .merge(predicted, on="subject_id", validate="one_to_one"))
+
+
+def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.DataFrame,
+                                                                            BiasCorrection]:
+    """Fit the bias correction on the controls of split `fit_on` that did not train the network;
+    add `lbc_fit`, `corrected_age` and `bag` (years) for everybody."""
+    split = correction_cfg["fit_on"]
+    fit = (table["group"] == HEALTHY) & (table["split"] == split) & ~table["sfcn_fit"]
+    correction = BiasCorrection.fit(
+        table.loc[fit, "brain_age"], table.loc[fit, "age"], form=correction_cfg["form"],
+        min_subjects=correction_cfg["min_subjects"],
+        fitted_on=f"{HEALTHY} of the {split!r} split")
+    return table.assign(lbc_fit=fit,
+                        corrected_age=correction.corrected_age(table["brain_age"], table["age"]),
+                        bag=correction.gap(table["brain_age"], table["age"])), correction
+
+
+def measure(table: pd.DataFrame, report_on: str) -> dict[str, Any]:
+    """Raw and corrected agreement on held-out controls, against always predicting the mean age
+    of the network's training subjects; mean BAG per group over scans the network did not fit."""
+    held_out = table[(table["group"] == HEALTHY) & (table["split"] == report_on)
+                     & ~table["sfcn_fit"] & ~table["lbc_fit"]]
+    reference = table.loc[table["sfcn_fit"] | table["lbc_fit"], "age"].mean()
+    unfitted = table[~table["sfcn_fit"]]
+    return {
+        "held_out_controls": {
+            "split": report_on,
+            "raw": agreement(held_out["brain_age"], held_out["age"]),
+            "corrected": agreement(held_out["corrected_age"], held_out["age"]),
+            "mean_age_mae": float((held_out["age"] - reference).abs().mean()),
+        },
+        "bag_by_group": {g: {"n": len(rows), "mean": float(rows["bag"].mean()),
+                             "sd": float(rows["bag"].std())}
+                         for g, rows in unfitted.groupby("group")},
+    }
+
+
+def select(table: pd.DataFrame, selection_cfg: DictConfig | dict
+           ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Targets and age-matched background among the scans the network did not train on."""
+    mode = selection_cfg["mode"]
+    if mode not in ("bag", "all"):
+        raise InputError(f"selection.mode={mode!r}: expected 'bag' or 'all'")
+    candidates = table[~table["sfcn_fit"]]
+    thresholds = dict(selection_cfg["thresholds"]) if mode == "bag" else None
+    targets = select_targets(candidates, thresholds)
+    if targets.empty:
+        raise InputError(f"no patient passes the selection thresholds {thresholds}")
+    background, short = match_background(
+        targets, candidates[candidates["group"] == HEALTHY], bin_years=selection_cfg["bin_years"],
+        fallback_years=selection_cfg["fallback_years"])
+    summary = {"mode": mode, "thresholds": thresholds, "short_bins": short,
+               **summarise(targets, background, bin_years=selection_cfg["bin_years"])}
+    return targets, background, summary
+
+
+@reports_input_errors
+def brainage(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.out_dir)
+    existing = [name for name in RESULTS if (out_dir / name).exists()]
+    if existing and not cfg.overwrite:
+        raise InputError(f"{out_dir} already holds {existing}: set overwrite=true to replace "
+                         "them, or choose another out_dir")
+    for name in ("fit_on", "report_on"):
+        if cfg.correction[name] not in cfg.data.split_fractions:
+            raise InputError(f"correction.{name}={cfg.correction[name]!r} is not a split of "
+                             f"data.split_fractions {list(cfg.data.split_fractions)}")
+    if cfg.correction.fit_on == "train" and cfg.train:
+        raise InputError("correction.fit_on=train: the correction must be fitted on controls "
+                         "the network did not train on")
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data)
+    table = predict_ages(cfg, datamodule, out_dir)
+    table, correction = correct(table, cfg.correction)
+    correction.save(out_dir / "lbc.json")
+    metrics = {"correction": vars(correction), **measure(table, cfg.correction.report_on)}
+    targets, background, summary = select(table, cfg.selection)
+
+    table.to_csv(out_dir / "brainage.csv", index=False)
+    selected = [*datamodule.table.columns, "brain_age", "bag"]  # a manifest, plus brain age
+    targets[selected].to_csv(out_dir / "target.csv", index=False)
+    background[selected].to_csv(out_dir / "background.csv", index=False)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    (out_dir / "selection.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plots.plot_predictions(table[~table["sfcn_fit"]], out_dir / "predicted_vs_age.png")
+    plots.plot_bag_by_group(table[~table["sfcn_fit"]], out_dir / "bag_by_group.png")
+    plots.plot_age_histograms(targets, background, out_dir / "selection_ages.png",
+                              bin_years=cfg.selection.bin_years)
+    held = metrics["held_out_controls"]
+    log.info("held-out %s (n=%d): MAE raw %.2f y, corrected %.2f y (mean-age MAE %.2f y); "
+             "corr(gap, age) raw %.2f, corrected %.2f", HEALTHY, held["raw"]["n"],
+             held["raw"]["mae"], held["corrected"]["mae"], held["mean_age_mae"],
+             held["raw"]["r_error_age"], held["corrected"]["r_error_age"])
+    log.info("mean BAG: %s", {g: round(v["mean"], 2) for g, v in metrics["bag_by_group"].items()})
+    log.info("selected %d targets %s and %d background controls → %s", len(targets),
+             targets["group"].value_counts().to_dict(), len(background), out_dir)
+    return metrics
+
+
+@hydra.main(config_path=str(config_dir()), config_name="brainage", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    OmegaConf.resolve(cfg)
+    brainage(cfg)
+
+
+if __name__ == "__main__":
+    main()
