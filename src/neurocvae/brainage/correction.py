@@ -42,10 +42,7 @@ class BiasCorrection:
             raise InputError(f"correction form {form!r}: expected one of {FORMS}")
         predicted, age = np.asarray(predicted, float), np.asarray(age, float)
         where = f" ({fitted_on})" if fitted_on else ""
-        if len(age) < min_subjects:
-            raise InputError(f"the bias correction needs at least {min_subjects} healthy "
-                             f"controls to fit on{where}; found {len(age)}. Add controls, or "
-                             "change correction.fit_on or data.split_fractions")
+        require_controls(len(age), min_subjects, fitted_on)
         if np.ptp(age) == 0:
             raise InputError(f"the bias correction needs a range of ages{where}; every control "
                              f"is {age[0]:g}")
@@ -74,6 +71,15 @@ class BiasCorrection:
     @classmethod
     def load(cls, path: str | Path) -> BiasCorrection:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def require_controls(n: int, min_subjects: int, fitted_on: str = "") -> None:
+    """Refuse to fit on fewer than `min_subjects` controls (checked again before training)."""
+    if n < min_subjects:
+        where = f" ({fitted_on})" if fitted_on else ""
+        raise InputError(f"the bias correction needs at least {min_subjects} healthy controls "
+                         f"to fit on{where}; found {n}. Add controls, or change "
+                         "correction.fit_on or data.split_fractions")
 
 
 def agreement(predicted: np.ndarray, age: np.ndarray) -> dict[str, float]:

@@ -38,6 +38,7 @@ def plot_predictions(table: pd.DataFrame, path: Path) -> Path:
         ax.set(title=title, xlabel="age (years)", xlim=(lo, hi))
     axes[0].set_ylabel("brain age (years)")
     axes[0].legend(fontsize=7)
+    fig.suptitle(f"{len(table)} scans the network did not train on", fontsize=9)
     return _save(fig, path)
 
 

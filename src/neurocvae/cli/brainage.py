@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from neurocvae.brainage import plots
 from neurocvae.brainage.bins import AgeBins
-from neurocvae.brainage.correction import BiasCorrection, agreement
+from neurocvae.brainage.correction import BiasCorrection, agreement, require_controls
 from neurocvae.brainage.module import BrainAgeModule
 from neurocvae.brainage.selection import match_background, select_targets, summarise
 from neurocvae.brainage.sfcn import load_weights
@@ -37,6 +37,10 @@ RESULTS = ("brainage.csv", "target.csv", "background.csv")
 PREDICTED = ["brain_age", "corrected_age", "bag"]
 
 
+def calibration_controls(split: str) -> str:
+    return f"{HEALTHY} of the {split!r} split"
+
+
 def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path) -> pd.DataFrame:
     """Train or load SFCN, then predict every usable scan: the manifest + split, `sfcn_fit`,
     `brain_age` (years)."""
@@ -44,11 +48,12 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path)
     datamodule.prepare_data()
     datamodule.setup("fit")
     table = datamodule.table.assign(split=datamodule.split_of(datamodule.table["subject_id"]))
+    fit_on = cfg.correction.fit_on
+    require_controls(((table["group"] == HEALTHY) & (table["split"] == fit_on)).sum(),
+                     cfg.correction.min_subjects, calibration_controls(fit_on))
     net = hydra.utils.instantiate(cfg.net)
     if cfg.weights:
         load_weights(net, cfg.weights)
-    elif not cfg.train:
-        raise InputError("train=false needs weights=<a weight file> to predict with")
     optim = hydra.utils.instantiate(cfg.optim)
     module = BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler, bins=bins)
     callbacks = []
@@ -81,7 +86,7 @@ def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.
     correction = BiasCorrection.fit(
         table.loc[fit, "brain_age"], table.loc[fit, "age"], form=correction_cfg["form"],
         min_subjects=correction_cfg["min_subjects"],
-        fitted_on=f"{HEALTHY} of the {split!r} split")
+        fitted_on=calibration_controls(split))
     return table.assign(lbc_fit=fit,
                         corrected_age=correction.corrected_age(table["brain_age"], table["age"]),
                         bag=correction.gap(table["brain_age"], table["age"])), correction
@@ -111,8 +116,6 @@ def select(table: pd.DataFrame, selection_cfg: DictConfig | dict
            ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Targets and age-matched background among the scans the network did not train on."""
     mode = selection_cfg["mode"]
-    if mode not in ("bag", "all"):
-        raise InputError(f"selection.mode={mode!r}: expected 'bag' or 'all'")
     candidates = table[~table["sfcn_fit"]]
     thresholds = dict(selection_cfg["thresholds"]) if mode == "bag" else None
     targets = select_targets(candidates, thresholds)
@@ -126,13 +129,17 @@ def select(table: pd.DataFrame, selection_cfg: DictConfig | dict
     return targets, background, summary
 
 
-@reports_input_errors
-def brainage(cfg: DictConfig) -> dict[str, Any]:
-    out_dir = Path(cfg.out_dir)
-    existing = [name for name in RESULTS if (out_dir / name).exists()]
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse contradictory settings before any work is done."""
+    existing = [name for name in RESULTS if (Path(cfg.out_dir) / name).exists()]
     if existing and not cfg.overwrite:
-        raise InputError(f"{out_dir} already holds {existing}: set overwrite=true to replace "
+        raise InputError(f"{cfg.out_dir} already holds {existing}: set overwrite=true to replace "
                          "them, or choose another out_dir")
+    if not cfg.train and not cfg.weights:
+        raise InputError("train=false needs weights=<a weight file> to predict with")
+    outputs, bins = cfg.net.get("output_dim"), AgeBins(**cfg.bins).count
+    if outputs is not None and outputs != bins:
+        raise InputError(f"net.output_dim={outputs} but bins {dict(cfg.bins)} make {bins} bins")
     for name in ("fit_on", "report_on"):
         if cfg.correction[name] not in cfg.data.split_fractions:
             raise InputError(f"correction.{name}={cfg.correction[name]!r} is not a split of "
@@ -140,6 +147,15 @@ def brainage(cfg: DictConfig) -> dict[str, Any]:
     if cfg.correction.fit_on == "train" and cfg.train:
         raise InputError("correction.fit_on=train: the correction must be fitted on controls "
                          "the network did not train on")
+    if cfg.selection.mode not in ("bag", "all"):
+        raise InputError(f"selection.mode={cfg.selection.mode!r}: expected 'bag' or 'all'")
+
+
+@reports_input_errors
+def brainage(cfg: DictConfig) -> dict[str, Any]:
+    """The whole command; returns the measurements written to metrics.json."""
+    check_settings(cfg)
+    out_dir = Path(cfg.out_dir)
     pl.seed_everything(cfg.seed, workers=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data)

@@ -1,0 +1,152 @@
+"""`neurocvae-brainage` on a small synthetic cohort: in process (composed configs) and installed."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from neurocvae.brainage.bins import AgeRangeWarning
+from neurocvae.brainage.correction import BiasCorrection
+from neurocvae.brainage.selection import ORIGINAL_THRESHOLDS
+from neurocvae.cli.brainage import brainage
+from neurocvae.data.cohort import read_manifest
+from neurocvae.data.synthetic import generate_cohort
+from tests.conftest import compose_config, synth_recipe
+
+# Two epochs learn little age: the offset form, which never divides by the fitted slope.
+FAST = ["net=sfcn_small", "optim=adam", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+        "data.preprocessing.shape=[40,48,40]", "data.num_workers=0", "data.cache_workers=0",
+        "data.split_fractions={train:0.5,val:0.25,test:0.25}", "correction.min_subjects=5",
+        "correction.form=offset", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """60 HC and 10 of each patient group on the 4 mm grid (40×48×40)."""
+    recipe = synth_recipe("counts.HC=60", "counts.MDD=10", "counts.diabetes=10",
+                          "counts.dual=10", "twins=false")
+    return generate_cohort(recipe, tmp_path_factory.mktemp("brainage") / "cohort", workers=2)
+
+
+def config(cohort: Path, out_dir: Path, *overrides: str):
+    return compose_config("brainage", [*FAST, f"data.manifest={cohort / 'manifest.csv'}",
+                                       f"data.cache_dir={out_dir.parent / 'cache'}",
+                                       f"out_dir={out_dir}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("run") / "brainage"
+    brainage(config(cohort, out_dir))
+    return out_dir
+
+
+def test_one_run_writes_every_result(trained, cohort):
+    table = pd.read_csv(trained / "brainage.csv")
+    manifest = pd.read_csv(cohort / "manifest.csv")
+    assert sorted(table["subject_id"]) == sorted(manifest["subject_id"])
+    assert table[["brain_age", "corrected_age", "bag"]].notna().all().all()
+    fit = table[table["sfcn_fit"]]
+    assert set(fit["group"]) == {"HC"} and set(fit["split"]) == {"train"}
+    assert len(fit) == ((table["group"] == "HC") & (table["split"] == "train")).sum()
+    lbc_fit = table[table["lbc_fit"]]
+    assert set(lbc_fit["group"]) == {"HC"} and set(lbc_fit["split"]) == {"val"}
+    lbc = BiasCorrection.load(trained / "lbc.json")
+    assert lbc.n == len(lbc_fit) and lbc.form == "offset"
+    assert (table["bag"] - lbc.gap(table["brain_age"], table["age"])).abs().max() < 1e-4
+
+    read_manifest(trained / "target.csv")  # valid cohort tables, for the contrastive stage
+    read_manifest(trained / "background.csv")
+    targets = pd.read_csv(trained / "target.csv")
+    background = pd.read_csv(trained / "background.csv")
+    assert {"brain_age", "bag"} <= set(targets.columns)
+    assert (targets["bag"] > targets["group"].map(ORIGINAL_THRESHOLDS)).all()
+    assert set(background["group"]) == {"HC"} and background["subject_id"].is_unique
+    assert not set(background["subject_id"]) & set(fit["subject_id"])
+
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["held_out_controls"]["raw"]["n"] == (
+        (table["split"] == "test") & (table["group"] == "HC")).sum()
+    assert set(metrics["bag_by_group"]) == {"HC", "MDD", "diabetes", "dual"}
+    summary = json.loads((trained / "selection.json").read_text())
+    assert sum(g["n"] for g in summary["target"].values()) == len(targets)
+    for name in ("predicted_vs_age.png", "bag_by_group.png", "selection_ages.png",
+                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv"):
+        assert (trained / name).stat().st_size > 0, name
+
+
+def test_a_saved_checkpoint_predicts_the_same_without_training(trained, cohort, tmp_path):
+    out_dir = tmp_path / "loaded"
+    brainage(config(cohort, out_dir, "train=false",
+                    f"weights={trained / 'checkpoints' / 'best.ckpt'}"))
+    first = pd.read_csv(trained / "brainage.csv").set_index("subject_id")
+    again = pd.read_csv(out_dir / "brainage.csv").set_index("subject_id").loc[first.index]
+    assert (first["brain_age"] - again["brain_age"]).abs().max() < 1e-4
+    assert not again["sfcn_fit"].any()  # nothing was fitted: every control may be background
+    assert not (out_dir / "checkpoints").exists()
+
+
+def test_no_bag_filter_takes_every_patient(trained, cohort, tmp_path):
+    out_dir = tmp_path / "all"
+    brainage(config(cohort, out_dir, "train=false", "selection.mode=all",
+                    f"weights={trained / 'checkpoints' / 'best.ckpt'}"))
+    assert len(pd.read_csv(out_dir / "target.csv")) == 30
+
+
+def test_ages_outside_the_bins_warn_with_their_count(cohort, tmp_path):
+    ages = pd.read_csv(cohort / "manifest.csv")["age"]
+    with pytest.warns(AgeRangeWarning, match=f"{(ages < 50).sum()} of {len(ages)} scans"):
+        brainage(config(cohort, tmp_path / "run", "trainer.max_epochs=1", "bins.start=50",
+                        "bins.stop=90"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["correction.min_subjects=100"], "needs at least 100 healthy controls to fit on (HC of the "
+                                      "'val' split); found"),
+    (["train=false"], "train=false needs weights=<a weight file>"),
+    (["correction.fit_on=train"], "must be fitted on controls the network did not train on"),
+    (["bins.stop=90"], "net.output_dim=40 but bins"),
+    (["train=false", "weights=nowhere.p"], "nowhere.p: weight file not found"),
+])
+def test_bad_settings_stop_with_one_clear_line(cohort, tmp_path, capsys, overrides, message):
+    with pytest.raises(SystemExit) as stop:
+        brainage(config(cohort, tmp_path / "run", *overrides))
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_results_are_not_overwritten_unless_asked(trained, cohort, capsys):
+    with pytest.raises(SystemExit):
+        brainage(config(cohort, trained))
+    assert "already holds ['brainage.csv', 'target.csv', 'background.csv']" in \
+        capsys.readouterr().err
+
+
+def command() -> str:
+    beside_python = Path(sys.executable).parent / "neurocvae-brainage"
+    exe = str(beside_python) if beside_python.is_file() else shutil.which("neurocvae-brainage")
+    assert exe, "neurocvae-brainage is not installed"
+    return exe
+
+
+@pytest.mark.slow
+def test_installed_command_learns_age_on_the_ci_cohort(ci_cohort, tmp_path):
+    """The real command, from another folder, on 480 subjects (HC 240): a trained SFCN beats
+    predicting the mean age, and the planted age acceleration shows in the gaps."""
+    args = [f"data.manifest={ci_cohort / 'manifest.csv'}", "net=sfcn_small", "optim=adam",
+            "optim.optimizer.lr=0.003", "trainer.max_epochs=20", "data.num_workers=0",
+            "data.preprocessing.shape=[40,48,40]", f"data.cache_dir={tmp_path / 'cache'}",
+            "out_dir=run", "trainer.enable_progress_bar=false"]
+    result = subprocess.run([command(), *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    held_out = metrics["held_out_controls"]
+    assert held_out["raw"]["mae"] < 0.6 * held_out["mean_age_mae"]
+    bag = {group: value["mean"] for group, value in metrics["bag_by_group"].items()}
+    assert bag["dual"] > bag["HC"] + 1  # planted: +3 years for dual, 0 for HC
+    assert "held-out HC" in result.stdout + result.stderr
