@@ -25,7 +25,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_predictions(table: pd.DataFrame, path: Path) -> Path:
+def plot_predictions(table: pd.DataFrame, path: Path, *, title: str = "") -> Path:
     """Predicted (left) and corrected (right) against true age, one colour per group."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
     lo, hi = table["age"].min() - 2, table["age"].max() + 2
@@ -38,7 +38,7 @@ def plot_predictions(table: pd.DataFrame, path: Path) -> Path:
         ax.set(title=title, xlabel="age (years)", xlim=(lo, hi))
     axes[0].set_ylabel("brain age (years)")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{len(table)} scans the network did not train on", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 

@@ -55,7 +55,8 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path)
     if cfg.weights:
         load_weights(net, cfg.weights)
     optim = hydra.utils.instantiate(cfg.optim)
-    module = BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler, bins=bins)
+    module = BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler, bins=bins,
+                            channels_last=cfg.channels_last)
     callbacks = []
     if cfg.train:
         bins.check(datamodule.splits["train"]["age"], "training subjects")
@@ -171,8 +172,10 @@ def brainage(cfg: DictConfig) -> dict[str, Any]:
     background[selected].to_csv(out_dir / "background.csv", index=False)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (out_dir / "selection.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plots.plot_predictions(table[~table["sfcn_fit"]], out_dir / "predicted_vs_age.png")
-    plots.plot_bag_by_group(table[~table["sfcn_fit"]], out_dir / "bag_by_group.png")
+    unfitted = table[~table["sfcn_fit"]]
+    plots.plot_predictions(unfitted, out_dir / "predicted_vs_age.png",
+                           title=f"{len(unfitted)} scans the network did not train on")
+    plots.plot_bag_by_group(unfitted, out_dir / "bag_by_group.png")
     plots.plot_age_histograms(targets, background, out_dir / "selection_ages.png",
                               bin_years=cfg.selection.bin_years)
     held = metrics["held_out_controls"]
