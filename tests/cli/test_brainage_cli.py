@@ -99,9 +99,14 @@ def test_no_bag_filter_takes_every_patient(trained, cohort, tmp_path):
 
 def test_ages_outside_the_bins_warn_with_their_count(cohort, tmp_path):
     ages = pd.read_csv(cohort / "manifest.csv")["age"]
-    with pytest.warns(AgeRangeWarning, match=f"{(ages < 50).sum()} of {len(ages)} scans"):
+    with pytest.warns(AgeRangeWarning) as warned:
         brainage(config(cohort, tmp_path / "run", "trainer.max_epochs=1", "bins.start=50",
                         "bins.stop=90"))
+    messages = [str(w.message) for w in warned]
+    assert any(f"{(ages < 50).sum()} of {len(ages)} scans have ages outside" in m
+               for m in messages)
+    assert any("training subjects have ages outside the SFCN bins [50, 90)" in m
+               for m in messages)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -66,7 +66,7 @@ class AgeBins:
             warnings.warn(f"{outside} of {age.size} {what} have ages outside the SFCN bins "
                           f"[{self.start:g}, {self.stop:g}) (ages {age.min():g}–{age.max():g}): "
                           "their labels lose mass and predictions cannot reach them; widen "
-                          "model.bins (not possible with the published weights)",
+                          "the bins (not possible with the published weights)",
                           AgeRangeWarning, stacklevel=2)
         return outside
 

@@ -34,7 +34,6 @@ from neurocvae.errors import InputError
 
 log = logging.getLogger(__name__)
 RESULTS = ("brainage.csv", "target.csv", "background.csv")
-PREDICTED = ["brain_age", "corrected_age", "bag"]
 
 
 def calibration_controls(split: str) -> str:
@@ -95,7 +94,8 @@ def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.
 
 def measure(table: pd.DataFrame, report_on: str) -> dict[str, Any]:
     """Raw and corrected agreement on held-out controls, against always predicting the mean age
-    of the network's training subjects; mean BAG per group over scans the network did not fit."""
+    of the subjects that fitted the network or the correction; mean BAG per group over the scans
+    the network did not train on."""
     held_out = table[(table["group"] == HEALTHY) & (table["split"] == report_on)
                      & ~table["sfcn_fit"] & ~table["lbc_fit"]]
     reference = table.loc[table["sfcn_fit"] | table["lbc_fit"], "age"].mean()
