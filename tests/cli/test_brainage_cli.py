@@ -75,7 +75,7 @@ def test_one_run_writes_every_result(trained, cohort):
     summary = json.loads((trained / "selection.json").read_text())
     assert sum(g["n"] for g in summary["target"].values()) == len(targets)
     for name in ("predicted_vs_age.png", "bag_by_group.png", "selection_ages.png",
-                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv"):
+                 "checkpoints/best.ckpt", "logs/metrics.csv"):
         assert (trained / name).stat().st_size > 0, name
 
 
@@ -127,8 +127,16 @@ def test_bad_settings_stop_with_one_clear_line(cohort, tmp_path, capsys, overrid
 def test_results_are_not_overwritten_unless_asked(trained, cohort, capsys):
     with pytest.raises(SystemExit):
         brainage(config(cohort, trained))
-    assert "already holds ['brainage.csv', 'target.csv', 'background.csv']" in \
-        capsys.readouterr().err
+    assert "already holds ['brainage.csv', 'target.csv', 'background.csv', 'checkpoints', " \
+        "'logs']" in capsys.readouterr().err
+
+
+def test_overwriting_replaces_the_old_checkpoints(trained, cohort, tmp_path):
+    out_dir = tmp_path / "again"
+    shutil.copytree(trained, out_dir)
+    (out_dir / "checkpoints" / "stale.ckpt").write_text("from an earlier run")
+    brainage(config(cohort, out_dir, "overwrite=true", "trainer.max_epochs=1"))
+    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["best.ckpt"]
 
 
 def command() -> str:

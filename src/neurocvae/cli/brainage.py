@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from neurocvae.data.datamodules import BrainAgeDataModule
 from neurocvae.errors import InputError
 
 log = logging.getLogger(__name__)
-RESULTS = ("brainage.csv", "target.csv", "background.csv")
+RESULTS = ("brainage.csv", "target.csv", "background.csv", "checkpoints", "logs")
 
 
 def calibration_controls(split: str) -> str:
@@ -60,7 +61,7 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path)
     if cfg.train:
         bins.check(datamodule.splits["train"]["age"], "training subjects")
         callbacks = [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
-                                     monitor="val/mae", mode="min", save_last=True),
+                                     monitor="val/mae", mode="min"),
                      EarlyStopping("val/mae", patience=cfg.early_stopping_patience)]
     bins.check(table["age"], "scans")
     trainer: pl.Trainer = hydra.utils.instantiate(
@@ -157,6 +158,8 @@ def brainage(cfg: DictConfig) -> dict[str, Any]:
     """The whole command; returns the measurements written to metrics.json."""
     check_settings(cfg)
     out_dir = Path(cfg.out_dir)
+    for name in ("checkpoints", "logs"):  # overwrite=true: a new run starts from nothing old
+        shutil.rmtree(out_dir / name, ignore_errors=True)
     pl.seed_everything(cfg.seed, workers=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data)
