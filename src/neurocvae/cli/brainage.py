@@ -41,6 +41,11 @@ def calibration_controls(split: str) -> str:
     return f"{HEALTHY} of the {split!r} split"
 
 
+def controls_of(table: pd.DataFrame, split: str) -> pd.Series:
+    """[N] bool: the healthy controls of `split`."""
+    return (table["group"] == HEALTHY) & (table["split"] == split)
+
+
 def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path) -> pd.DataFrame:
     """Train or load SFCN, then predict every usable scan: the manifest + split, `sfcn_fit`,
     `brain_age` (years)."""
@@ -49,8 +54,8 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path)
     datamodule.setup("fit")
     table = datamodule.table.assign(split=datamodule.split_of(datamodule.table["subject_id"]))
     fit_on = cfg.correction.fit_on
-    require_controls(((table["group"] == HEALTHY) & (table["split"] == fit_on)).sum(),
-                     cfg.correction.min_subjects, calibration_controls(fit_on))
+    require_controls(controls_of(table, fit_on).sum(), cfg.correction.min_subjects,
+                     calibration_controls(fit_on))
     net = hydra.utils.instantiate(cfg.net)
     if cfg.weights:
         load_weights(net, cfg.weights)
@@ -83,7 +88,7 @@ def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.
     """Fit the bias correction on the controls of split `fit_on` that did not train the network;
     add `lbc_fit`, `corrected_age` and `bag` (years) for everybody."""
     split = correction_cfg["fit_on"]
-    fit = (table["group"] == HEALTHY) & (table["split"] == split) & ~table["sfcn_fit"]
+    fit = controls_of(table, split) & ~table["sfcn_fit"]
     correction = BiasCorrection.fit(
         table.loc[fit, "brain_age"], table.loc[fit, "age"], form=correction_cfg["form"],
         min_subjects=correction_cfg["min_subjects"],
@@ -97,8 +102,7 @@ def measure(table: pd.DataFrame, report_on: str) -> dict[str, Any]:
     """Raw and corrected agreement on held-out controls, against always predicting the mean age
     of the subjects that fitted the network or the correction; mean BAG per group over the scans
     the network did not train on."""
-    held_out = table[(table["group"] == HEALTHY) & (table["split"] == report_on)
-                     & ~table["sfcn_fit"] & ~table["lbc_fit"]]
+    held_out = table[controls_of(table, report_on) & ~table["sfcn_fit"] & ~table["lbc_fit"]]
     reference = table.loc[table["sfcn_fit"] | table["lbc_fit"], "age"].mean()
     unfitted = table[~table["sfcn_fit"]]
     return {

@@ -158,7 +158,8 @@ class BrainAgeDataModule(CohortDataModule):
         self.split_ids: dict[str, list[str]] = {}  # split name → subject ids, every group
 
     def prepare_data(self) -> None:
-        self._cached(read_manifest(self.manifest))
+        if self.table is None:  # once set up, the cache is built and the table checked
+            self._cached(read_manifest(self.manifest))
 
     def split_of(self, subject_ids: pd.Series) -> pd.Series:
         """The split (`train`, `val`, …) each subject belongs to, patients included."""
@@ -168,8 +169,8 @@ class BrainAgeDataModule(CohortDataModule):
         if self.table is not None:
             return
         table = read_manifest(self.manifest)
-        ids = load_or_make_splits(table, self.splits_file, self.split_fractions, seed=self.seed)
-        self.split_ids = ids
+        ids = self.split_ids = load_or_make_splits(table, self.splits_file, self.split_fractions,
+                                                   seed=self.seed)
         self.table = self._cached(table)
         modelled = self.table[self.table["group"].isin(self.train_groups)]
         self.splits = {name: modelled[modelled["subject_id"].isin(set(members))]
