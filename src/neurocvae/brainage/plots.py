@@ -4,25 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from neurocvae.data.cohort import GROUPS
+from neurocvae.figures import plt, save_figure
 
 
 def _groups(table: pd.DataFrame) -> list[str]:
     return [g for g in GROUPS if g in set(table["group"])]
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_predictions(table: pd.DataFrame, path: Path, *, title: str = "") -> Path:
@@ -39,7 +29,7 @@ def plot_predictions(table: pd.DataFrame, path: Path, *, title: str = "") -> Pat
     axes[0].set_ylabel("brain age (years)")
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bag_by_group(table: pd.DataFrame, path: Path) -> Path:
@@ -54,7 +44,7 @@ def plot_bag_by_group(table: pd.DataFrame, path: Path) -> Path:
         ax.scatter(i + jitter.uniform(-0.15, 0.15, len(v)), v, s=5, alpha=0.5)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("brain-age gap (years)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_age_histograms(targets: pd.DataFrame, background: pd.DataFrame, path: Path, *,
@@ -68,4 +58,4 @@ def plot_age_histograms(targets: pd.DataFrame, background: pd.DataFrame, path: P
             label=[f"target (n={len(targets)})", f"background (n={len(background)})"])
     ax.set(xlabel="age (years)", ylabel="subjects")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

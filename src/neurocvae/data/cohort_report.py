@@ -11,10 +11,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -24,6 +20,7 @@ from neurocvae.data.cohort import GROUPS, HEALTHY
 from neurocvae.data.synthetic import MARKER, read_volume
 from neurocvae.data.warp import CORE_WEIGHT
 from neurocvae.errors import InputError
+from neurocvae.figures import plt, save_figure
 from neurocvae.progress import progress
 
 # Anterior horn, body and atrium of each lateral ventricle in MNI152 (as in conf/synth.yaml).
@@ -300,9 +297,7 @@ def _plot_montage(table, groups, examples, slices, means, path: Path) -> None:
         axes[r, -1].set_title(f"{g} mean", fontsize=8)
         axes[r, 0].text(-0.15, 0.5, g, transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_difference(diff, background, group, truth, affine, path: Path) -> None:
@@ -333,8 +328,7 @@ def _plot_difference(diff, background, group, truth, affine, path: Path) -> None
             ax.axis("off")
     fig.colorbar(shown, ax=axes, shrink=0.7, label=f"{group} − matched HC")
     fig.suptitle(f"{group}: age- and sex-matched mean difference from HC")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)
 
 
 def _plot_ventricles(table, groups, ventricles, path: Path) -> None:
@@ -345,6 +339,4 @@ def _plot_ventricles(table, groups, ventricles, path: Path) -> None:
     ax.set_xlabel("age (years)")
     ax.set_ylabel("ventricle volume (ml)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
