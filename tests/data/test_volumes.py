@@ -37,11 +37,14 @@ def test_resampling_and_brain_zscore(tmp_path):
     assert abs(float(inside.mean())) < 1e-4 and abs(float(inside.std()) - 1) < 0.05
 
 
-def test_minmax_is_fitted_on_percentiles_and_applied_unclipped():
+def test_minmax_is_fitted_on_percentiles_and_clipped_unless_asked():
     minima, maxima = np.zeros(200), np.linspace(1, 10, 200)
     scale = MinMax.fit(minima, maxima)
     assert scale.lo == 0 and scale.hi == pytest.approx(np.percentile(maxima, 99.5))
-    assert float(scale(torch.tensor(20.0))) > 1  # unclipped
+    assert float(scale(torch.tensor(20.0))) == 1 and float(scale(torch.tensor(-1.0))) == 0
+    assert float(scale(torch.tensor(5.0))) == pytest.approx(5 / scale.hi)
+    original = MinMax(scale.lo, scale.hi, clip=False)
+    assert float(original(torch.tensor(20.0))) > 1
 
 
 @pytest.mark.parametrize(("make", "problem"), [

@@ -179,10 +179,13 @@ class DivideByMeand(MapTransform):
 
 @dataclass(frozen=True)
 class MinMax:
-    """The original cVAE's global scaling: x' = (x − lo) / (hi − lo), unclipped."""
+    """The original cVAE's global scaling x' = (x − lo) / (hi − lo), clipped to [0, 1] so that a
+    sigmoid decoder can reach every target (the original left it unclipped: SCIENCE.md §5, #8).
+    `clip=False` reproduces the original."""
 
     lo: float
     hi: float
+    clip: bool = True
 
     @classmethod
     def fit(cls, minima: np.ndarray, maxima: np.ndarray) -> MinMax:
@@ -193,4 +196,5 @@ class MinMax:
         return cls(lo, hi)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return (image - self.lo) / (self.hi - self.lo)
+        scaled = (image - self.lo) / (self.hi - self.lo)
+        return scaled.clamp(0, 1) if self.clip else scaled
