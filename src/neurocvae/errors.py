@@ -6,3 +6,8 @@ class InputError(ValueError):
 
     The message names what is wrong and where (file, row, column or key) and what was expected.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or gradient became NaN or infinite: training stops before the weights change, and
+    the last checkpoint (written at the end of the previous epoch) is the last good state."""

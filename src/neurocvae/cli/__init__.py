@@ -8,13 +8,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from neurocvae.errors import InputError
+from neurocvae.errors import InputError, TrainingDiverged
 
 log = logging.getLogger("neurocvae")
 
 
 def reports_input_errors(task: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an `InputError` into one clear line on stderr and exit status 2 (no traceback)."""
+    """Turn an `InputError` into one clear line on stderr and exit status 2, and a
+    `TrainingDiverged` into one line and exit status 3 (no traceback)."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,5 +24,8 @@ def reports_input_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except TrainingDiverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(3)
 
     return wrapper

@@ -95,6 +95,13 @@ class CohortDataModule(pl.LightningDataModule):
             (self.out_dir / "normalisation.json").write_text(
                 json.dumps({"minmax_global": vars(self.minmax)}, indent=1))
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """[X, Y, Z] of the model inputs (known once the cache is built)."""
+        if self.cache is None:
+            raise RuntimeError("image_shape is known after prepare_data()")
+        return tuple(int(n) for n in self.cache.array.shape[1:])
+
     def dataset(self, table: pd.DataFrame, *, train: bool = False) -> VolumeDataset:
         """Items of `table` (which must be covered by the cache); augmented when `train`."""
         return VolumeDataset(table, self.cache,
@@ -214,7 +221,8 @@ class ContrastiveDataModule(CohortDataModule):
                          ignore_index=True)
 
     def prepare_data(self) -> None:
-        self._cached(self._tables())
+        if not self.splits:  # once set up, the cache is built and the tables checked
+            self._cached(self._tables())
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -240,6 +248,15 @@ class ContrastiveDataModule(CohortDataModule):
             return pairings.site_matched_pairing(background["site"].to_numpy(),
                                                  target["site"].to_numpy())
         return pairings.random_pairing(len(background), len(target))
+
+    def role_loader(self, split: str, role: str) -> DataLoader:
+        """Every `role` ("target" or "background") scan of `split` once, in table order,
+        unaugmented and unpaired (for encoding)."""
+        if split not in self.splits:
+            raise InputError(f"no {split!r} split: split_fractions has {list(self.splits)}")
+        dataset = self.dataset(self.splits[split][role])
+        return self._loader(dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=False,
+                                                  num_replicas=1, rank=0), train=False)
 
     def _draws(self, name: str, *, train: bool) -> tuple[Dataset, EpochSampler]:
         parts = self.splits[name]

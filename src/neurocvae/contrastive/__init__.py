@@ -1,0 +1,1 @@
+"""Contrastive models: nets, discriminator, losses, schedules, the LightningModule."""

@@ -1,0 +1,56 @@
+"""Build a `ContrastiveModule` from a composed `neurocvae-train` configuration, or from a
+checkpoint alone (the checkpoint carries the configuration and the input shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from neurocvae.contrastive.module import ContrastiveModule
+from neurocvae.errors import InputError
+
+# The parts of a neurocvae-train configuration that define the model (stored in checkpoints).
+MODEL_KEYS = ("arch", "shared_dim", "salient_dim", "discriminator", "beta", "gamma", "optimizer",
+              "discriminator_optimizer", "model")
+
+
+def build_module(cfg: DictConfig | dict[str, Any], input_shape: Sequence[int]
+                 ) -> ContrastiveModule:
+    """The model for volumes of `input_shape` [X, Y, Z], untrained."""
+    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+    shape = [int(n) for n in input_shape]
+    nets = hydra.utils.instantiate(cfg.arch, input_shape=shape, shared_dim=cfg.shared_dim,
+                                   salient_dim=cfg.salient_dim)
+    discriminator = (hydra.utils.instantiate(cfg.discriminator,
+                                             input_dim=cfg.shared_dim + cfg.salient_dim)
+                     if cfg.discriminator else None)
+    record = {key: OmegaConf.to_container(cfg[key], resolve=True)
+              if OmegaConf.is_config(cfg[key]) else cfg[key] for key in MODEL_KEYS}
+    record["input_shape"] = shape
+    return ContrastiveModule(
+        nets=nets, discriminator=discriminator, beta=hydra.utils.instantiate(cfg.beta),
+        gamma=hydra.utils.instantiate(cfg.gamma),
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        discriminator_optimizer=hydra.utils.instantiate(cfg.discriminator_optimizer),
+        config=record, **OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
+                ) -> ContrastiveModule:
+    """The trained model of a `neurocvae-train` checkpoint, in eval mode."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    config = state.get("hyper_parameters", {}).get("config")
+    if not config:
+        raise InputError(f"{path}: not a neurocvae-train checkpoint (no stored configuration)")
+    module = build_module(config, config["input_shape"])
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+    return module.eval()

@@ -1,0 +1,290 @@
+"""`ContrastiveModule`: the cVAE / RAE with its TC discriminator, trained by manual optimisation.
+
+One batch `{"target": {"image": [B, 1, X, Y, Z]}, "background": {…}}`, two steps:
+
+1. model step (the discriminator's parameters frozen):
+   loss = REC_tg + REC_bg + β_t·(KL_s,tg + KL_z,tg + KL_z,bg)  [RAE: ½‖codes‖² instead of KL]
+          + γ_t·TC + w_bg·P(s_bg) + w_mmd·MMD(z_bg, z_tg) + λ·L_REG(decoder)
+2. discriminator step on detached codes, with its own optimiser.
+
+Codes are sampled in training (Gaussian latents) and are the means in validation and encoding.
+Backgrounds are decoded from [z_bg ‖ 0]. β_t, γ_t follow their schedules over the module's own
+batch counter, which checkpoints carry. A non-finite loss or gradient raises `TrainingDiverged`
+before any weight changes.
+
+Logged (`train/…` per step and epoch, `val/…` per epoch): `loss`, `rec`, `rec_target`,
+`rec_background`, `kl_salient`, `kl_shared_target`, `kl_shared_background` (RAE: `code_…`),
+`tc`, `background_salient`, `shared_mmd`, `decoder_reg`, `disc_loss`, `disc_acc`,
+`disc_acc_joint`, `disc_acc_product`, `beta`, `gamma`, `grad_norm`. `val/rec` does not move with
+β or γ: it is the quantity early stopping and the best checkpoint watch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from neurocvae.contrastive import losses
+from neurocvae.contrastive.discriminator import (
+    PRODUCTS,
+    DiscriminatorWatch,
+    TCDiscriminator,
+    product_of_marginals,
+)
+from neurocvae.contrastive.nets import ContrastiveNets
+from neurocvae.contrastive.schedules import Schedule
+from neurocvae.errors import TrainingDiverged
+
+log = logging.getLogger(__name__)
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+DECODER_REGULARISERS = ("none", "l2", "gp")
+
+
+@dataclass
+class Pass:
+    """One forward pass over n targets followed by n backgrounds (rows [:n] and [n:])."""
+
+    n: int
+    salient_mu: torch.Tensor       # [n or 2n, S]: targets (and backgrounds when penalised)
+    salient_logvar: torch.Tensor | None
+    salient: torch.Tensor          # the codes used (sampled in training)
+    shared_mu: torch.Tensor        # [2n, Z]
+    shared_logvar: torch.Tensor | None
+    shared: torch.Tensor
+    reconstruction: torch.Tensor   # [2n, 1, X, Y, Z]
+
+    @property
+    def joint(self) -> torch.Tensor:
+        """[n, Z + S]: the targets' codes [z ‖ s], the discriminator's 'joint' sample."""
+        return torch.cat([self.shared[:self.n], self.salient[:self.n]], dim=1)
+
+
+def rows(t: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return None if t is None else t[part]
+
+
+class ContrastiveModule(pl.LightningModule):
+    """The contrastive model. `discriminator=None` drops the TC term (γ must then be 0).
+
+    `config` is the composed run configuration, stored in checkpoints so that
+    `neurocvae.contrastive.build.load_module` can rebuild the model from a checkpoint alone.
+    """
+
+    def __init__(self, *, nets: ContrastiveNets, discriminator: TCDiscriminator | None,
+                 beta: Schedule, gamma: Schedule, optimizer: OptimizerFactory,
+                 discriminator_optimizer: OptimizerFactory | None = None,
+                 alpha: float = 250_000.0, product: str = "permute",
+                 background_salient: str = "none", background_salient_weight: float = 0.0,
+                 shared_mmd_weight: float = 0.0, decoder_reg: str = "none",
+                 decoder_reg_weight: float = 0.0, gradient_clip: float | None = None,
+                 watch_patience: int = 3, channels_last: bool = False,
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if product not in PRODUCTS:
+            raise ValueError(f"product={product!r}: expected one of {PRODUCTS}")
+        if background_salient not in losses.BACKGROUND_SALIENT:
+            raise ValueError(f"background_salient={background_salient!r}: expected one of "
+                             f"{losses.BACKGROUND_SALIENT}")
+        if decoder_reg not in DECODER_REGULARISERS:
+            raise ValueError(f"decoder_reg={decoder_reg!r}: expected one of "
+                             f"{DECODER_REGULARISERS}")
+        self.save_hyperparameters(ignore=["nets", "discriminator", "beta", "gamma", "optimizer",
+                                          "discriminator_optimizer"])
+        self.automatic_optimization = False
+        self.layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.nets = nets.to(memory_format=self.layout)
+        self.discriminator = discriminator
+        self.beta, self.gamma = beta, gamma
+        self.optimizer, self.discriminator_optimizer = optimizer, discriminator_optimizer
+        self.batches_seen = 0  # training batches so far: the schedules' clock
+        self.watch = DiscriminatorWatch(patience=watch_patience)
+        self._epoch_accuracy: list[float] = []
+
+    # --- the model ------------------------------------------------------------------------
+
+    @property
+    def stochastic(self) -> bool:
+        return self.nets.stochastic
+
+    def _code(self, mu: torch.Tensor, logvar: torch.Tensor | None,
+              sample: bool) -> torch.Tensor:
+        if logvar is None or not sample:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward_pass(self, target: torch.Tensor, background: torch.Tensor, *,
+                     sample: bool) -> Pass:
+        """Encode both sets (one call per encoder, so normalisation sees both) and decode
+        targets from [z ‖ s] and backgrounds from [z ‖ 0]."""
+        n = len(target)
+        both = torch.cat([target, background]).contiguous(memory_format=self.layout)
+        penalised = self.hparams.background_salient != "none"
+        salient_mu, salient_logvar = self.nets.salient_encoder(both if penalised else both[:n])
+        shared_mu, shared_logvar = self.nets.shared_encoder(both)
+        salient = self._code(salient_mu, salient_logvar, sample)
+        shared = self._code(shared_mu, shared_logvar, sample)
+        slot = torch.cat([salient[:n], salient.new_zeros(n, self.nets.salient_dim)])
+        reconstruction = self.nets.decoder(torch.cat([shared, slot], dim=1))
+        return Pass(n, salient_mu, salient_logvar, salient, shared_mu, shared_logvar, shared,
+                    reconstruction)
+
+    @torch.no_grad()
+    def latent_representation(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means of the shared [B, Z] and salient [B, S] codes of images [B, 1, X, Y, Z]."""
+        images = images.contiguous(memory_format=self.layout)
+        return self.nets.shared_encoder(images)[0], self.nets.salient_encoder(images)[0]
+
+    # --- the loss -------------------------------------------------------------------------
+
+    def terms(self, p: Pass, target: torch.Tensor, background: torch.Tensor, *,
+              training: bool = True) -> dict[str, torch.Tensor]:
+        """Every loss term (scalars, batch means), unweighted; the decoder regulariser only in
+        `training`."""
+        tg, bg = slice(0, p.n), slice(p.n, 2 * p.n)
+        alpha = self.hparams.alpha
+        t: dict[str, torch.Tensor] = {
+            "rec_target": losses.reconstruction(p.reconstruction[tg], target, alpha).mean(),
+            "rec_background": losses.reconstruction(p.reconstruction[bg], background,
+                                                    alpha).mean()}
+        t["rec"] = t["rec_target"] + t["rec_background"]
+        parts = {"salient": (p.salient_mu[tg], rows(p.salient_logvar, tg), p.salient[tg]),
+                 "shared_target": (p.shared_mu[tg], rows(p.shared_logvar, tg), p.shared[tg]),
+                 "shared_background": (p.shared_mu[bg], rows(p.shared_logvar, bg),
+                                       p.shared[bg])}
+        for name, (mu, logvar, code) in parts.items():
+            if self.stochastic:
+                t[f"kl_{name}"] = losses.kl_standard_normal(mu, logvar).mean()
+            else:
+                t[f"code_{name}"] = losses.half_square_norm(code).mean()
+        t["prior"] = sum(t[k] for k in t if k.startswith(("kl_", "code_")))
+        if self.discriminator is not None:
+            t["tc"] = self.discriminator.log_odds(p.joint).mean()
+        if self.hparams.background_salient != "none":
+            t["background_salient"] = losses.background_salient(
+                self.hparams.background_salient, p.salient_mu[bg],
+                rows(p.salient_logvar, bg), p.salient[bg])
+        if self.hparams.shared_mmd_weight:
+            t["shared_mmd"] = losses.mmd(p.shared[bg], p.shared[tg])
+        if training and self.hparams.decoder_reg == "l2":
+            t["decoder_reg"] = losses.decoder_l2(self.nets.decoder)
+        elif training and self.hparams.decoder_reg == "gp":
+            t["decoder_reg"] = losses.decoder_gradient_penalty(
+                self.nets.decoder, torch.cat([p.shared[tg], p.salient[tg]], dim=1))
+        return t
+
+    def total(self, t: dict[str, torch.Tensor], beta: float, gamma: float) -> torch.Tensor:
+        h = self.hparams
+        loss = t["rec"] + beta * t["prior"]
+        weighted = {"tc": gamma, "background_salient": h.background_salient_weight,
+                    "shared_mmd": h.shared_mmd_weight, "decoder_reg": h.decoder_reg_weight}
+        for key, weight in weighted.items():
+            if key in t and weight:
+                loss = loss + weight * t[key]
+        return loss
+
+    # --- schedules ------------------------------------------------------------------------
+
+    def schedule_weights(self) -> tuple[float, float]:
+        """(β, γ) at the current batch."""
+        per_epoch = int(self.trainer.num_training_batches)
+        epochs = self.trainer.max_epochs
+        total = (per_epoch * epochs if epochs and epochs > 0
+                 else int(self.trainer.estimated_stepping_batches))
+        return (self.beta(self.batches_seen, per_epoch, total),
+                self.gamma(self.batches_seen, per_epoch, total))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["batches_seen"] = self.batches_seen
+        checkpoint["discriminator_accuracy"] = list(self.watch.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.batches_seen = int(checkpoint.get("batches_seen", 0))
+        self.watch.history = list(checkpoint.get("discriminator_accuracy", []))
+
+    # --- training -------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers = [self.optimizer(self.nets.parameters())]
+        if self.discriminator is not None:
+            factory = self.discriminator_optimizer or self.optimizer
+            optimizers.append(factory(self.discriminator.parameters()))
+        return optimizers
+
+    def _step(self, optimizer: Any, loss: torch.Tensor, what: str,
+              t: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backward, check, clip and step one optimiser; returns the gradient norm."""
+        if not torch.isfinite(loss):
+            self._diverged(f"the {what} loss is {loss.item()}", t)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        params = [p for group in optimizer.param_groups for p in group["params"]
+                  if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if not torch.isfinite(norm):
+            self._diverged(f"the {what} gradient norm is {norm.item()}", t)
+        if self.hparams.gradient_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip,
+                                gradient_clip_algorithm="norm")
+        optimizer.step()
+        return norm
+
+    def _diverged(self, problem: str, t: dict[str, torch.Tensor]) -> None:
+        values = ", ".join(f"{k} {v.item():.4g}" for k, v in t.items())
+        raise TrainingDiverged(
+            f"training diverged at batch {self.batches_seen} (epoch {self.current_epoch}): "
+            f"{problem} ({values}). The weights were not updated with it; the last checkpoint "
+            "holds the last good state. Lower the learning rate, set gradient_clip, or lower "
+            "γ / the penalty weights.")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        target, background = batch["target"]["image"], batch["background"]["image"]
+        optimizers = self.optimizers()
+        model_opt, *disc_opt = optimizers if isinstance(optimizers, list) else [optimizers]
+        beta, gamma = self.schedule_weights()
+        with self.toggled_optimizer(model_opt):
+            p = self.forward_pass(target, background, sample=True)
+            t = self.terms(p, target, background)
+            t["loss"] = self.total(t, beta, gamma)
+            grad_norm = self._step(model_opt, t["loss"], "model", t)
+        logs = {**t, "beta": beta, "gamma": gamma, "grad_norm": grad_norm}
+        if self.discriminator is not None:
+            joint = p.joint.detach()
+            product = product_of_marginals(p.shared[:p.n].detach(), p.salient[:p.n].detach(),
+                                           self.hparams.product)
+            with self.toggled_optimizer(disc_opt[0]):
+                logs["disc_loss"] = self.discriminator.loss(joint, product)
+                self._step(disc_opt[0], logs["disc_loss"], "discriminator", t)
+            logs |= self._accuracy(joint, product)
+            self._epoch_accuracy.append(float(logs["disc_acc"]))
+        self.batches_seen += 1
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True,
+                      batch_size=p.n, sync_dist=True)
+
+    def _accuracy(self, joint: torch.Tensor, product: torch.Tensor) -> dict[str, float]:
+        on_joint, on_product = self.discriminator.accuracy(joint, product)
+        return {"disc_acc_joint": on_joint, "disc_acc_product": on_product,
+                "disc_acc": (on_joint + on_product) / 2}
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_accuracy:
+            accuracy = sum(self._epoch_accuracy) / len(self._epoch_accuracy)
+            self.watch.update(self.current_epoch, accuracy)  # warns when D is stuck
+        self._epoch_accuracy = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Every term at the code means, with fixed weights (β = 1): `val/rec` moves with the
+        model only."""
+        target, background = batch["target"]["image"], batch["background"]["image"]
+        p = self.forward_pass(target, background, sample=False)
+        t = self.terms(p, target, background, training=False)
+        if self.discriminator is not None:
+            product = product_of_marginals(p.shared[:p.n], p.salient[:p.n], self.hparams.product)
+            t["disc_loss"] = self.discriminator.loss(p.joint, product)
+            t |= {k: torch.tensor(v) for k, v in self._accuracy(p.joint, product).items()}
+        self.log_dict({f"val/{k}": v for k, v in t.items()}, on_epoch=True, batch_size=p.n,
+                      sync_dist=True)

@@ -1,0 +1,1 @@
+"""Evaluation of trained contrastive models: latents, metrics (issue 6 adds reports)."""

@@ -1,0 +1,38 @@
+"""Latent codes of a trained contrastive model for the scans of a split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neurocvae.contrastive.module import ContrastiveModule
+from neurocvae.data.datamodules import ContrastiveDataModule
+
+COLUMNS = ("subject_id", "group", "age", "site")
+
+
+def code_columns(table: pd.DataFrame, space: str) -> list[str]:
+    """The columns of `space` ("shared" or "salient") in a latents table, in order."""
+    return [c for c in table.columns if c.startswith(f"{space}_")]
+
+
+@torch.no_grad()
+def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str,
+                 role: str = "target") -> pd.DataFrame:
+    """One row per `role` scan of `split`: subject_id, group, age, site, role, then the means
+    of the shared (`shared_0…`) and salient (`salient_0…`) codes."""
+    module.eval()
+    shared, salient, ids = [], [], []
+    for batch in datamodule.role_loader(split, role):
+        batch = datamodule.on_after_batch_transfer(batch, 0)
+        z, s = module.latent_representation(batch["image"].to(module.device))
+        shared.append(z.float().cpu().numpy())
+        salient.append(s.float().cpu().numpy())
+        ids += list(batch["subject_id"])
+    rows = datamodule.splits[split][role].set_index("subject_id").loc[ids].reset_index()
+    table = rows[list(COLUMNS)].assign(role=role)
+    codes = {f"{space}_{j}": column
+             for space, parts in (("shared", shared), ("salient", salient))
+             for j, column in enumerate(np.concatenate(parts).T)}
+    return pd.concat([table, pd.DataFrame(codes)], axis=1)

@@ -1,0 +1,133 @@
+"""`neurocvae-train`: every experiment config runs end to end on tiny volumes (in process), the
+command resumes, refuses bad settings, and runs installed, with multirun."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from neurocvae.cli.train import train
+from neurocvae.config import config_dir
+from neurocvae.contrastive.build import load_module
+from neurocvae.contrastive.density import sample_mixture
+from neurocvae.contrastive.discriminator import DiscriminatorWarning
+from tests.conftest import compose_config
+from tests.data.conftest import write_cohort
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+TINY = ["arch.channels=[4,8]", "arch.hidden=16", "arch.bottleneck_channels=null",
+        "shared_dim=3", "salient_dim=2",
+        "data.preprocessing.shape=[16,16,16]", "data.batch_size=4", "data.num_workers=0",
+        "data.cache_workers=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "data.split_fractions={train:0.75,val:0.25}"]
+pytestmark = pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
+                                        f"{DiscriminatorWarning.__name__}")
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> tuple[Path, Path]:
+    """16 targets (three patient groups) and 16 background controls, 12×14×10 volumes."""
+    folder = tmp_path_factory.mktemp("sets")
+    write_cohort(folder, ["MDD", "diabetes", "dual", "dual"] * 4).to_csv(folder / "target.csv",
+                                                                         index=False)
+    write_cohort(folder, ["HC"] * 16, start=16).to_csv(folder / "background.csv", index=False)
+    return folder / "target.csv", folder / "background.csv"
+
+
+def overrides(sets, out_dir: Path, *extra: str) -> list[str]:
+    target, background = sets
+    return [*TINY, f"data.target={target}", f"data.background={background}",
+            f"data.cache_dir={target.parent / 'cache'}", f"out_dir={out_dir}", *extra]
+
+
+def run(sets, out_dir: Path, *extra: str) -> dict:
+    return train(compose_config("train", overrides(sets, out_dir, *extra)))
+
+
+def test_experiment_configs_are_all_here():
+    assert {"m0_baseline", "m1_gamma_0.01", "m2_no_discriminator", "m3_cyclical_beta", "m4_rae",
+            "no_kl", "aglinskas2022", "mm_cvae", "contrastivevi_w2"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+def test_every_experiment_trains_and_writes_its_run_folder(sets, tmp_path, experiment):
+    cfg = compose_config("train", overrides(sets, tmp_path)
+                         + ([f"experiment={experiment}"] if experiment else []))
+    summary = train(cfg)
+    assert {"best.ckpt", "last.ckpt"} <= {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    metrics = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    assert metrics["train/loss_step"].notna().sum() == 3 and metrics["val/rec"].notna().any()
+    assert ("train/tc_step" in metrics) == (cfg.discriminator is not None)
+    assert summary["spaces"]["val"]["n"] == 4
+    assert json.loads((tmp_path / "separation.json").read_text()) == json.loads(
+        json.dumps(summary))
+    model = load_module(tmp_path / "checkpoints" / "best.ckpt")
+    assert model.stochastic == cfg.arch.stochastic and model.batches_seen == 3
+    if not cfg.arch.stochastic:  # RAE: the ex-post mixtures sample codes of the right size
+        assert sample_mixture(tmp_path / "density" / "salient.npz", 5).shape == (5, 2)
+        assert sample_mixture(tmp_path / "density" / "shared.npz", 5).shape == (5, 3)
+
+
+def test_the_original_m3_schedule_is_counted_in_epochs(sets, tmp_path):
+    run(sets, tmp_path, "experiment=m3_cyclical_beta", "trainer.max_epochs=6")
+    betas = pd.read_csv(tmp_path / "logs" / "metrics.csv").dropna(subset=["train/beta_step"])
+    by_epoch = betas.groupby("epoch")["train/beta_step"].agg(["min", "max"])
+    assert (by_epoch["min"] == by_epoch["max"]).all()
+    assert by_epoch["min"].tolist() == pytest.approx([1, 1, 1, 1, 0, 0.1])
+
+
+def test_running_the_same_command_again_resumes(sets, tmp_path):
+    run(sets, tmp_path)
+    run(sets, tmp_path, "trainer.max_epochs=2")
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["batches_seen"] == 6
+    epochs = pd.read_csv(tmp_path / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
+    assert epochs["epoch"].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["discriminator=null", "gamma.value=1"], "needs a discriminator"),
+    (["trainer.precision=16-mixed"], "use bf16-mixed"),
+    (["data.batch_size=1"], "at least 2 targets"),
+    (["~data.split_fractions.val"], "needs a 'val' split"),
+    (["ckpt_path=nowhere.ckpt"], "no such checkpoint"),
+])
+def test_bad_settings_are_refused_before_training(sets, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        run(sets, tmp_path, *extra)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_fresh_start_will_not_mix_with_an_earlier_run(sets, tmp_path, capsys):
+    run(sets, tmp_path)
+    with pytest.raises(SystemExit):
+        run(sets, tmp_path, "ckpt_path=null")
+    assert "holds checkpoints of an earlier run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_installed_command_multirun_gives_one_run_folder_per_job(sets, tmp_path):
+    command = Path(sys.executable).with_name("neurocvae-train")
+    help_text = subprocess.run([command, "--help"], capture_output=True, text=True, check=True)
+    assert "neurocvae-train" in help_text.stdout and "experiment" in help_text.stdout
+    done = subprocess.run(
+        [command, "-m", *overrides(sets, tmp_path)[:-1], "gamma.value=0,1",
+         "beta=constant,cyclical", "run_id=sweep", "hydra.sweep.dir=" + str(tmp_path / "sweep")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").iterdir())
+    assert [j.name for j in jobs if j.is_dir()] == ["0", "1", "2", "3"]
+    for job in jobs:
+        if job.is_dir():
+            assert (job / "checkpoints" / "last.ckpt").is_file()
+            assert (job / "separation.json").is_file()
+    gammas = {float(np.round(pd.read_csv(j / "logs" / "metrics.csv")["train/gamma_step"]
+                             .dropna().iloc[0], 3)) for j in jobs if j.is_dir()}
+    assert gammas == {0.0, 1.0}

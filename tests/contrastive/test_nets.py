@@ -1,0 +1,73 @@
+"""Encoders and decoder: the original's exact parameter counts, any input size, the decoder
+input convention."""
+
+import pytest
+import torch
+from torch import nn
+
+from neurocvae.contrastive.nets import ContrastiveNets, pyramid
+from tests.conftest import compose_config
+
+
+def arch(name: str, **values) -> dict:
+    cfg = compose_config("train", [f"arch={name}", "data.target=t", "data.background=b"])
+    return {k: v for k, v in cfg.arch.items() if k != "_target_"} | values
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_seed_asd_has_the_original_parameter_counts():
+    nets = ContrastiveNets(input_shape=(160, 192, 160), **arch("seed_asd"))
+    assert count(nets.salient_encoder) == count(nets.shared_encoder) == 40_493_504
+    assert count(nets.decoder) == 40_799_873  # without the original's output BatchNorm3d(1)
+    original = ContrastiveNets(input_shape=(160, 192, 160), **arch("seed_asd", output_norm=True))
+    assert count(original.decoder) == 40_799_875
+    assert nets.salient_encoder.hidden[0].in_features == 307_200
+
+
+def test_the_efficient_default_has_no_huge_dense_layer():
+    nets = ContrastiveNets(input_shape=(160, 192, 160), **arch("efficient"))
+    widest = max(m.in_features * m.out_features for m in nets.modules()
+                 if isinstance(m, nn.Linear))
+    assert widest < 1_000_000 and count(nets) < 0.05 * 3 * 40_493_504
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16), (17, 20, 15), (40, 48, 40), (33, 9, 24)])
+@pytest.mark.parametrize("name", ["efficient", "seed_asd", "aglinskas"])
+def test_any_input_shape_is_reconstructed_at_its_own_shape(name, shape):
+    values = arch(name) | {"channels": [4, 8, 8, 8, 8][: len(arch(name)["channels"])]}
+    nets = ContrastiveNets(input_shape=shape, shared_dim=3, salient_dim=2, **values)
+    x = torch.rand(2, 1, *shape)
+    mu, logvar = nets.shared_encoder(x)
+    assert mu.shape == logvar.shape == (2, 3)
+    out = nets.decode(mu, nets.salient_encoder(x)[0])
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_pyramid_halves_each_axis_like_a_stride_2_convolution():
+    assert pyramid((160, 192, 160), 4) == [(160, 192, 160), (80, 96, 80), (40, 48, 40),
+                                           (20, 24, 20), (10, 12, 10)]
+    conv = nn.Conv3d(1, 1, 3, stride=2, padding=1)
+    assert conv(torch.zeros(1, 1, 17, 20, 15)).shape[2:] == pyramid((17, 20, 15), 1)[1]
+
+
+def test_deterministic_codes_have_no_log_variance_and_limits_hold():
+    nets = ContrastiveNets(input_shape=(16, 16, 16), **arch("efficient", stochastic=False))
+    _mu, logvar = nets.salient_encoder(torch.rand(2, 1, 16, 16, 16))
+    assert logvar is None and nets.salient_encoder.logvar is None
+    gaussian = ContrastiveNets(input_shape=(16, 16, 16), **arch("efficient", logvar_limit=2.0))
+    with torch.no_grad():
+        gaussian.salient_encoder.logvar.bias.fill_(50.0)
+    assert gaussian.salient_encoder(torch.rand(2, 1, 16, 16, 16))[1].max() == 2.0
+
+
+def test_decode_puts_zeros_in_the_salient_slot():
+    nets = ContrastiveNets(input_shape=(16, 16, 16), shared_dim=3, salient_dim=2,
+                           **arch("efficient"))
+    seen = []
+    nets.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    shared = torch.randn(4, 3)
+    nets.decode(shared)
+    assert torch.equal(seen[0][:, :3], shared) and (seen[0][:, 3:] == 0).all()
