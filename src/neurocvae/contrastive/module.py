@@ -21,7 +21,6 @@ Logged (`train/…` per step and epoch, `val/…` per epoch): `loss`, `rec`, `re
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,6 @@ from neurocvae.contrastive.nets import ContrastiveNets
 from neurocvae.contrastive.schedules import Schedule
 from neurocvae.errors import TrainingDiverged
 
-log = logging.getLogger(__name__)
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 DECODER_REGULARISERS = ("none", "l2", "gp")
 

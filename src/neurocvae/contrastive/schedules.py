@@ -51,6 +51,7 @@ class WarmUp(Schedule):
     def at(self, t: int, total: int) -> float:
         return self.value * min(1.0, t / self.length) if self.length > 0 else self.value
 
+
 @dataclass(frozen=True)
 class Cyclical(Schedule):
     """Fu et al. 2019: `cycles` cycles over the run; in each, linear from 0 to `value` over the
