@@ -41,7 +41,8 @@ demo: install
 		out_dir=$(DEMO_DIR)/brainage overwrite=true $(DEMO_BRAINAGE)
 	rm -rf $(DEMO_DIR)/train
 	$(BIN)/neurocvae-train data.target=$(DEMO_DIR)/brainage/target.csv \
-		data.background=$(DEMO_DIR)/brainage/background.csv out_dir=$(DEMO_DIR)/train $(DEMO_TRAIN)
+		data.background=$(DEMO_DIR)/brainage/background.csv hydra.run.dir=$(DEMO_DIR)/train \
+		$(DEMO_TRAIN)
 	@echo "Cohort report: $(DEMO_DIR)/cohort/report/report.md"
 	@echo "Brain age: $(DEMO_DIR)/brainage (metrics.json, plots, target.csv, background.csv)"
 	@echo "Contrastive model: $(DEMO_DIR)/train (checkpoints/, logs/metrics.csv, separation.json)"
