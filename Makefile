@@ -43,9 +43,11 @@ demo: install
 	$(BIN)/neurocvae-train data.target=$(DEMO_DIR)/brainage/target.csv \
 		data.background=$(DEMO_DIR)/brainage/background.csv hydra.run.dir=$(DEMO_DIR)/train \
 		$(DEMO_TRAIN)
+	$(BIN)/neurocvae-eval run=$(DEMO_DIR)/train
 	@echo "Cohort report: $(DEMO_DIR)/cohort/report/report.md"
 	@echo "Brain age: $(DEMO_DIR)/brainage (metrics.json, plots, target.csv, background.csv)"
 	@echo "Contrastive model: $(DEMO_DIR)/train (checkpoints/, logs/metrics.csv, separation.json)"
+	@echo "Evaluation report: $(DEMO_DIR)/train/eval/report.md"
 
 test: install
 	$(BIN)/python -m pytest

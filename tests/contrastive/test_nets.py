@@ -71,3 +71,14 @@ def test_decode_puts_zeros_in_the_salient_slot():
     shared = torch.randn(4, 3)
     nets.decode(shared)
     assert torch.equal(seen[0][:, :3], shared) and (seen[0][:, 3:] == 0).all()
+
+
+def test_an_absent_space_costs_nothing_and_gives_empty_codes():
+    """A plain VAE (experiment=vae) has no shared space: no encoder weights, codes [B, 0]."""
+    nets = ContrastiveNets(input_shape=(16, 16, 16), shared_dim=0, salient_dim=4,
+                           channels=(4, 8), hidden=16)
+    assert not list(nets.shared_encoder.parameters())
+    shared, logvar = nets.shared_encoder(torch.zeros(3, 1, 16, 16, 16))
+    assert shared.shape == logvar.shape == (3, 0)
+    salient = nets.salient_encoder(torch.zeros(3, 1, 16, 16, 16))[0]
+    assert nets.decode(shared, salient).shape == (3, 1, 16, 16, 16)

@@ -26,7 +26,7 @@ from neurocvae.contrastive.density import fit_densities
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import encode_split
-from neurocvae.evaluation.metrics import separation
+from neurocvae.evaluation.scores import SPACES, separation
 from neurocvae.logs import ResumableCSVLogger
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_densities(module, datamodule, out_dir / "density", seed=cfg.seed)
     (out_dir / "separation.json").write_text(json.dumps(summary, indent=1) + "\n")
     val = summary["spaces"]["val"]
-    log.info("validation targets (n=%d): silhouette salient %.3f vs shared %.3f; k-means ARI "
-             "salient %.3f vs shared %.3f", val["n"], val["salient"]["silhouette"],
-             val["shared"]["silhouette"], val["salient"]["kmeans_ari"],
-             val["shared"]["kmeans_ari"])
+    for space in SPACES:
+        if space in val:
+            log.info("validation targets (n=%d), %s space: silhouette %.3f, k-means ARI %.3f",
+                     val["n"], space, val[space]["silhouette"], val[space]["kmeans_ari"])
     log.info("run folder: %s", out_dir)
     return summary
 

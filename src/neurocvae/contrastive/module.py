@@ -78,7 +78,8 @@ class ContrastiveModule(pl.LightningModule):
                  discriminator_optimizer: OptimizerFactory | None = None,
                  alpha: float = 250_000.0, product: str = "permute",
                  background_salient: str = "none", background_salient_weight: float = 0.0,
-                 shared_mmd_weight: float = 0.0, decoder_reg: str = "none",
+                 shared_mmd_weight: float = 0.0, background_weight: float = 1.0,
+                 decoder_reg: str = "none",
                  decoder_reg_weight: float = 0.0, gradient_clip: float | None = None,
                  watch_patience: int = 3, channels_last: bool = False,
                  config: dict[str, Any] | None = None) -> None:
@@ -149,7 +150,7 @@ class ContrastiveModule(pl.LightningModule):
             "rec_target": losses.reconstruction(p.reconstruction[tg], target, alpha).mean(),
             "rec_background": losses.reconstruction(p.reconstruction[bg], background,
                                                     alpha).mean()}
-        t["rec"] = t["rec_target"] + t["rec_background"]
+        t["rec"] = t["rec_target"] + self.hparams.background_weight * t["rec_background"]
         parts = {"salient": (p.salient_mu[tg], rows(p.salient_logvar, tg), p.salient[tg]),
                  "shared_target": (p.shared_mu[tg], rows(p.shared_logvar, tg), p.shared[tg]),
                  "shared_background": (p.shared_mu[bg], rows(p.shared_logvar, bg),

@@ -89,6 +89,19 @@ class Encoder(nn.Module):
         return self.mu(h), self.logvar(h).clamp(-self.logvar_limit, self.logvar_limit)
 
 
+class NoCode(nn.Module):
+    """The encoder of an absent space (latent_dim 0, e.g. a plain VAE's shared space): empty
+    codes [B, 0] without any computation."""
+
+    def __init__(self, stochastic: bool = True) -> None:
+        super().__init__()
+        self.stochastic = stochastic
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        empty = x.new_zeros(len(x), 0)
+        return empty, (empty if self.stochastic else None)
+
+
 class Decoder(nn.Module):
     """[B, latent_dim] → [B, 1, X, Y, Z], the mirror of `Encoder` (same `channels`, encoder order).
 
@@ -152,8 +165,10 @@ class ContrastiveNets(nn.Module):
         common = dict(input_shape=input_shape, channels=channels, hidden=hidden,
                       bottleneck_channels=bottleneck_channels, norm=norm, activation=activation,
                       stochastic=stochastic, logvar_limit=logvar_limit)
-        self.salient_encoder = Encoder(latent_dim=salient_dim, **common)
-        self.shared_encoder = Encoder(latent_dim=shared_dim, **common)
+        self.salient_encoder = (Encoder(latent_dim=salient_dim, **common) if salient_dim
+                                else NoCode(stochastic))
+        self.shared_encoder = (Encoder(latent_dim=shared_dim, **common) if shared_dim
+                               else NoCode(stochastic))
         self.decoder = Decoder(output_shape=input_shape, latent_dim=shared_dim + salient_dim,
                                channels=channels, hidden=hidden,
                                bottleneck_channels=bottleneck_channels, norm=norm,

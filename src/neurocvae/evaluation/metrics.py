@@ -1,40 +1,165 @@
-"""How well a latent space separates the true groups (SCIENCE.md §7)."""
+"""Metrics of a latent space against known groups and ground-truth factors (SCIENCE.md §7).
+
+Pure functions of arrays: codes are float [n, d], labels any hashable [n], values float [n].
+Every function returns nan (not an error) when the data cannot answer (one group, too few
+subjects), so a table of runs always has every column.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import pdist
+from scipy.stats import kendalltau, pearsonr
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import (
+    adjusted_rand_score,
+    balanced_accuracy_score,
+    normalized_mutual_info_score,
+    r2_score,
+    roc_auc_score,
+    silhouette_score,
+)
+from sklearn.metrics.cluster import contingency_matrix
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
 
-from neurocvae.evaluation.latents import code_columns
+NAN = float("nan")
+KMEANS_SEED = 123  # contrastiveVI's evaluation seed (SCIENCE.md §6.3)
+
+
+def _groups(labels: np.ndarray) -> int:
+    return len(np.unique(labels))
+
+
+def _folds(labels: np.ndarray, wanted: int = 5) -> int:
+    """Stratified folds possible: min(wanted, smallest group); < 2 means no cross-validation."""
+    return min(wanted, int(np.unique(labels, return_counts=True)[1].min()))
 
 
 def silhouette(codes: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette of the true groups (Euclidean); nan with fewer than 2 groups."""
-    if len(set(labels)) < 2 or len(set(labels)) >= len(labels):
-        return float("nan")
+    if not 2 <= _groups(labels) < len(labels):
+        return NAN
     return float(silhouette_score(codes, labels))
 
 
-def kmeans_ari(codes: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float:
-    """Adjusted Rand index of k-means (k = number of true groups, 10 starts) against them."""
-    k = len(set(labels))
+def cluster_accuracy(labels: np.ndarray, found: np.ndarray) -> float:
+    """Fraction of subjects whose cluster maps to their group under the best one-to-one
+    matching of clusters to groups (Hungarian method on the contingency matrix)."""
+    table = contingency_matrix(labels, found)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / len(labels))
+
+
+def agreement(labels: np.ndarray, found: np.ndarray) -> dict[str, float]:
+    """ARI, NMI and matched accuracy of a clustering against the true labels."""
+    return {"ari": float(adjusted_rand_score(labels, found)),
+            "nmi": float(normalized_mutual_info_score(labels, found)),
+            "accuracy": cluster_accuracy(labels, found)}
+
+
+def kmeans_agreement(codes: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """k-means (k = number of true groups, 10 starts, seed 123) against the true groups."""
+    k = _groups(labels)
     if k < 2:
-        return float("nan")
-    found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(codes)
-    return float(adjusted_rand_score(labels, found))
+        return dict.fromkeys(("ari", "nmi", "accuracy"), NAN)
+    found = KMeans(n_clusters=k, n_init=10, random_state=KMEANS_SEED).fit_predict(codes)
+    return agreement(labels, found)
 
 
-def separation(table: pd.DataFrame, *, by: str = "group", seed: int = 0) -> dict[str, Any]:
-    """Silhouette and k-means ARI of the true `by` groups, in the salient and the shared
-    space of a latents table."""
-    labels = table[by].to_numpy()
-    result: dict[str, Any] = {"n": len(table), "groups": table[by].value_counts().to_dict()}
-    for space in ("salient", "shared"):
-        codes = table[code_columns(table, space)].to_numpy()
-        result[space] = {"silhouette": silhouette(codes, labels),
-                         "kmeans_ari": kmeans_ari(codes, labels, seed=seed)}
-    return result
+def mixture_agreement(codes: np.ndarray, labels: np.ndarray, *, repeats: int = 10
+                      ) -> dict[str, float]:
+    """Gaussian mixtures (k = number of true groups, full covariance) fitted from `repeats`
+    seeds; each score averaged over the fits, as the original evaluation did."""
+    k = _groups(labels)
+    if k < 2 or len(labels) <= k:
+        return dict.fromkeys(("ari", "nmi", "accuracy"), NAN)
+    fits = [agreement(labels, GaussianMixture(k, covariance_type="full", reg_covar=1e-4,
+                                              random_state=seed).fit_predict(codes))
+            for seed in range(repeats)]
+    return {key: float(np.mean([f[key] for f in fits])) for key in fits[0]}
+
+
+def knn_balanced_accuracy(codes: np.ndarray, labels: np.ndarray, *, neighbours: int = 5
+                          ) -> float:
+    """Out-of-fold balanced accuracy of a 5-nearest-neighbour classifier (stratified 5-fold,
+    fewer folds when a group is smaller)."""
+    folds = _folds(labels)
+    if _groups(labels) < 2 or folds < 2:
+        return NAN
+    k = min(neighbours, len(labels) - len(labels) // folds - 1)
+    predicted = cross_val_predict(KNeighborsClassifier(k), codes, labels,
+                                  cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+    return float(balanced_accuracy_score(labels, predicted))
+
+
+def rsa_tau(codes: np.ndarray, values: np.ndarray, *, categorical: bool = False) -> float:
+    """Kendall τ-b between the latent distance matrix (Euclidean) and the ground-truth one
+    (|Δvalue|, or 1[values differ] when `categorical`), over the upper triangles."""
+    values = np.asarray(values)
+    if len(values) < 3 or _groups(values) < 2:
+        return NAN
+    if categorical:
+        _, codes_of = np.unique(values, return_inverse=True)
+        truth = pdist(codes_of[:, None], metric=lambda a, b: float(a[0] != b[0]))
+    else:
+        truth = pdist(values.astype(float)[:, None], metric="cityblock")
+    return float(kendalltau(pdist(codes), truth).statistic)
+
+
+def leakage_r2(codes: np.ndarray, values: np.ndarray, *, seed: int = 0) -> float:
+    """Out-of-fold R² of a ridge regression (α chosen inside, 1e-3…1e3) from codes to a
+    nuisance value, KFold(5, shuffled, seeded): ≈ 1 when the codes carry it, ≤ 0 when not."""
+    if len(values) < 10 or np.std(values) == 0:
+        return NAN
+    model = RidgeCV(alphas=np.logspace(-3, 3, 13))
+    predicted = cross_val_predict(model, codes, values,
+                                  cv=KFold(5, shuffle=True, random_state=seed))
+    return float(r2_score(values, predicted))
+
+
+def site_leakage(codes: np.ndarray, sites: np.ndarray) -> float:
+    """Out-of-fold balanced accuracy of a multinomial logistic regression codes → site
+    (stratified 5-fold); chance is 1/#sites."""
+    folds = _folds(sites)
+    if _groups(sites) < 2 or folds < 2:
+        return NAN
+    predicted = cross_val_predict(LogisticRegression(max_iter=2000), codes, sites,
+                                  cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+    return float(balanced_accuracy_score(sites, predicted))
+
+
+def group_auroc(codes: np.ndarray, is_target: np.ndarray) -> float:
+    """Out-of-fold AUROC of a logistic regression telling targets from backgrounds
+    (stratified 5-fold): 0.5 when the space is blind to the set."""
+    is_target = np.asarray(is_target, dtype=bool)
+    folds = _folds(is_target)
+    if _groups(is_target) < 2 or folds < 2:
+        return NAN
+    probability = cross_val_predict(LogisticRegression(max_iter=2000), codes, is_target,
+                                    cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+                                    method="predict_proba")[:, 1]
+    return float(roc_auc_score(is_target, probability))
+
+
+def energy_ratio(background_codes: np.ndarray, target_codes: np.ndarray) -> float:
+    """mean ‖code‖² over backgrounds / mean ‖code‖² over targets (raw codes): → 0 when the
+    salient space is silent on healthy scans."""
+    target = float(np.mean(np.sum(target_codes**2, axis=1)))
+    return float(np.mean(np.sum(background_codes**2, axis=1))) / target if target else NAN
+
+
+def twin_error(counterfactual: np.ndarray, image: np.ndarray, twin: np.ndarray) -> float:
+    """‖x̂_healthy − x_twin‖² / ‖x − x_twin‖² for one patient's volumes: < 1 when the
+    counterfactual D([z, 0]) is closer to the planted healthy twin than the scan itself."""
+    return float(np.sum((counterfactual - twin) ** 2) / np.sum((image - twin) ** 2))
+
+
+def map_correlation(model_map: np.ndarray, true_map: np.ndarray, mask: np.ndarray) -> float:
+    """Pearson r inside `mask` between one patient's model disease map D([z, s]) − D([z, 0])
+    and the planted one x − x_twin; nan when either is constant there."""
+    a, b = model_map[mask], true_map[mask]
+    return float(pearsonr(a, b).statistic) if np.std(a) and np.std(b) else NAN

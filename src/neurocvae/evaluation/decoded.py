@@ -1,0 +1,117 @@
+"""What a trained model's decoder says about a split: variance explained, salient maps, and
+the healthy counterfactual D([z, 0]) against planted healthy twins (SCIENCE.md §7).
+
+One streaming pass over the split, so memory does not grow with the number of scans: volumes
+are float32 [X, Y, Z] in the model's input space.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from neurocvae.contrastive.module import ContrastiveModule
+from neurocvae.data.datamodules import ContrastiveDataModule
+from neurocvae.data.datasets import model_inputs
+from neurocvae.evaluation import metrics
+
+BRAIN = 0.02  # input intensity above which a twin voxel counts as brain (for map correlation)
+
+
+@dataclass
+class Example:
+    """One target scan's volumes, for the slice figure."""
+
+    subject_id: str
+    group: str
+    image: np.ndarray
+    reconstruction: np.ndarray  # D([z, s])
+    counterfactual: np.ndarray  # D([z, 0])
+    twin: np.ndarray | None = None
+
+
+@dataclass
+class Decoded:
+    variance_explained: float
+    salient_maps: dict[str, np.ndarray]  # group → mean of D([z, s]) − D([z, 0]) over its targets
+    examples: list[Example] = field(default_factory=list)
+    twin_error: float = float("nan")
+    map_correlation: float = float("nan")
+    twins: int = 0  # targets with a planted healthy twin
+
+    def scores(self) -> dict[str, float | int]:
+        return {"variance_explained": self.variance_explained, "twin_error": self.twin_error,
+                "disease_map_correlation": self.map_correlation, "twins": self.twins}
+
+
+def _numpy(volumes: torch.Tensor) -> np.ndarray:
+    return volumes[:, 0].float().cpu().numpy()
+
+
+@torch.no_grad()
+def mean_image(datamodule: ContrastiveDataModule, split: str = "train") -> np.ndarray:
+    """Voxelwise mean of every model input (targets and backgrounds) of `split`: [X, Y, Z]."""
+    total, n = None, 0
+    for role in ("target", "background"):
+        for batch in datamodule.role_loader(split, role):
+            images = datamodule.on_after_batch_transfer(batch, 0)["image"][:, 0].double()
+            total = images.sum(0) if total is None else total + images.sum(0)
+            n += len(images)
+    return (total / n).float().numpy()
+
+
+def twin_input(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
+    """A twin volume preprocessed and scaled exactly like the model's inputs: [X, Y, Z]."""
+    image = datamodule.preprocessing(path)[None]
+    return _numpy(model_inputs({"image": image}, datamodule.minmax)["image"])[0]
+
+
+@torch.no_grad()
+def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str, *,
+                 reference: np.ndarray, twins: dict[str, str] | None = None,
+                 examples: int = 3) -> Decoded:
+    """Decode every scan of `split` at its code means. `reference` is the training mean image
+    (for variance explained); `twins` maps target subject ids to healthy-twin volume paths."""
+    module.eval()
+    twins = twins or {}
+    residual = total = 0.0
+    map_sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    shown: list[Example] = []
+    ratios, correlations = [], []
+    for role in ("target", "background"):
+        groups = datamodule.splits[split][role].set_index("subject_id")["group"]
+        for batch in datamodule.role_loader(split, role):
+            images = datamodule.on_after_batch_transfer(batch, 0)["image"].to(module.device)
+            shared, salient = module.latent_representation(images)
+            counterfactual = _numpy(module.nets.decode(shared))
+            full = _numpy(module.nets.decode(shared, salient)) if role == "target" \
+                else counterfactual
+            x = _numpy(images)
+            residual += float(np.sum((x - full) ** 2, dtype=np.float64))
+            total += float(np.sum((x - reference) ** 2, dtype=np.float64))
+            if role == "background":
+                continue
+            for i, subject in enumerate(batch["subject_id"]):
+                group = groups[subject]
+                difference = full[i] - counterfactual[i]
+                map_sums[group] = map_sums.get(group, 0) + difference
+                counts[group] += 1
+                twin = twin_input(datamodule, twins[subject]) if subject in twins else None
+                if twin is not None:
+                    ratios.append(metrics.twin_error(counterfactual[i], x[i], twin))
+                    correlations.append(metrics.map_correlation(difference, x[i] - twin,
+                                                                twin > BRAIN))
+                if len(shown) < examples and group not in {e.group for e in shown}:
+                    shown.append(Example(subject, group, x[i], full[i], counterfactual[i], twin))
+    decoded = Decoded(1 - residual / total,
+                      {g: map_sums[g] / counts[g] for g in sorted(map_sums)}, shown)
+    if ratios:  # medians over the patients with a twin
+        decoded.twins = len(ratios)
+        decoded.twin_error = float(np.median(ratios))
+        if not np.all(np.isnan(correlations)):
+            decoded.map_correlation = float(np.nanmedian(correlations))
+    return decoded

@@ -1,0 +1,270 @@
+"""Evaluate a `neurocvae-train` run folder, or every run of a multirun sweep folder.
+
+A run folder holds `.hydra/config.yaml` (how its data were read), `checkpoints/best.ckpt` and
+`logs/metrics.csv`. Evaluation writes into `<run>/eval/` (or `out_dir`): `latents.csv`,
+`metrics.json`, the figures, salient-map NIfTIs and `report.md`. Ground truth (a synthetic
+cohort's `ground_truth.csv`, found beside the volumes' folder) adds the planted-factor metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from neurocvae.contrastive.build import load_module
+from neurocvae.data.datamodules import ContrastiveDataModule
+from neurocvae.errors import InputError
+from neurocvae.evaluation import plots
+from neurocvae.evaluation.baselines import baseline_latents
+from neurocvae.evaluation.decoded import decode_split, mean_image
+from neurocvae.evaluation.latents import encode_split
+from neurocvae.evaluation.report import markdown_table, write_report
+from neurocvae.evaluation.scores import score_latents
+
+log = logging.getLogger(__name__)
+
+# Columns of comparison tables → where the value sits in metrics.json.
+HEADLINE = {
+    "ari_s": ("salient", "kmeans", "ari"), "ari_z": ("shared", "kmeans", "ari"),
+    "delta_ari": ("delta_ari",), "gmm_ari_s": ("salient", "gmm", "ari"),
+    "acc_s": ("salient", "kmeans", "accuracy"),
+    "silhouette_s": ("salient", "silhouette"), "silhouette_z": ("shared", "silhouette"),
+    "knn_bacc_s": ("salient", "knn_balanced_accuracy"),
+    "tau_s_severity": ("salient", "rsa_tau", "severity"),
+    "tau_z_severity": ("shared", "rsa_tau", "severity"),
+    "tau_s_warp": ("salient", "rsa_tau", "u_warp"), "tau_z_warp": ("shared", "rsa_tau", "u_warp"),
+    "tau_s_age": ("salient", "rsa_tau", "age"),
+    "r2_age_s": ("salient", "leakage_r2", "age"), "r2_age_z": ("shared", "leakage_r2", "age"),
+    "r2_warp_s": ("salient", "leakage_r2", "u_warp"),
+    "site_bacc_s": ("salient", "site_balanced_accuracy"),
+    "auroc_s": ("salient", "auroc_target_vs_background"),
+    "auroc_z": ("shared", "auroc_target_vs_background"),
+    "energy_bg_tg": ("salient", "energy_ratio"),
+    "ve": ("decoded", "variance_explained"), "twin_error": ("decoded", "twin_error"),
+    "map_r": ("decoded", "disease_map_correlation"),
+}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The comparison-table columns of one metrics.json (nan where absent)."""
+    row = {}
+    for column, keys in HEADLINE.items():
+        value: Any = metrics
+        for key in keys:
+            value = value.get(key, math.nan) if isinstance(value, dict) else math.nan
+        row[column] = float(value) if isinstance(value, (int, float)) else math.nan
+    return row
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / ".hydra" / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise InputError(f"{run_dir} is not a neurocvae-train run folder (no {path}) nor a "
+                         "sweep folder of them")
+    return OmegaConf.load(path)
+
+
+def run_checkpoint(run_dir: Path, which: str) -> Path:
+    """`best`, `last` or a path → the checkpoint file."""
+    path = run_dir / "checkpoints" / f"{which}.ckpt" if which in ("best", "last") else Path(which)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint (checkpoint=best, last or a path)")
+    return path
+
+
+def run_datamodule(cfg: DictConfig) -> ContrastiveDataModule:
+    """The run's DataModule with its splits (the splits file written at training)."""
+    data = OmegaConf.merge(cfg.data, {"out_dir": None})  # the run's own ${out_dir}: Hydra's
+    datamodule: ContrastiveDataModule = hydra.utils.instantiate(data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule
+
+
+def choose_split(datamodule: ContrastiveDataModule, split: str) -> str:
+    """`auto`: the test split when the run has one, else val."""
+    if split == "auto":
+        split = "test" if "test" in datamodule.splits else "val"
+    datamodule._require_split(split)
+    return split
+
+
+def find_ground_truth(paths: pd.Series) -> Path | None:
+    """`ground_truth.csv` of the synthetic cohort the volumes come from (beside `volumes/`)."""
+    candidates = {Path(p).parent.parent / "ground_truth.csv" for p in paths}
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def with_truth(table: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
+    """Add every ground-truth column the latents table lacks, by subject_id."""
+    if truth is None:
+        return table
+    extra = [c for c in truth.columns if c not in table.columns]
+    codes = [c for c in table.columns if c.startswith(("shared_", "salient_"))]
+    merged = table.drop(columns=codes).merge(truth[["subject_id", *extra]], on="subject_id",
+                                             how="left")
+    return pd.concat([merged, table[codes]], axis=1)
+
+
+def input_affine(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
+    """The voxel-to-mm (RAS) affine of the model's input grid."""
+    return np.asarray(datamodule.preprocessing.transform()({"image": path})["image"].affine)
+
+
+def planted_centres(truth_file: Path | None) -> dict[str, dict]:
+    """Pattern name → {centre_mm, groups} from the synthetic cohort's recipe.json."""
+    recipe = truth_file.with_name("recipe.json") if truth_file else None
+    if recipe is None or not recipe.is_file():
+        return {}
+    patterns = json.loads(recipe.read_text())["recipe"].get("patterns", {})
+    return {name: {"centre_mm": p["centre_mm"], "groups": p["groups"]}
+            for name, p in patterns.items()}
+
+
+def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: Path,
+                      centres: dict[str, dict]) -> list[dict[str, Any]]:
+    """Write each group's map as NIfTI and PNG; return their peak and the planted centres'
+    distances to it."""
+    saved = []
+    for group, volume in maps.items():
+        nifti = out_dir / f"salient_map_{group}.nii.gz"
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), nifti)
+        peak = np.unravel_index(np.argmax(np.abs(volume)), volume.shape)
+        peak_mm = (affine @ np.array([*peak, 1]))[:3]
+        planted = {name: round(float(np.linalg.norm(peak_mm - np.asarray(c["centre_mm"]))), 1)
+                   for name, c in centres.items() if group in c["groups"]}
+        png = plots.plot_salient_map(
+            nifti, out_dir / f"salient_map_{group}.png", f"{group}: mean D([z,s]) − D([z,0])",
+            [c["centre_mm"] for c in centres.values() if group in c["groups"]])
+        saved.append({"group": group, "nifti": nifti.name, "png": png.name,
+                      "peak_mm": [round(float(v), 1) for v in peak_mm],
+                      "peak_value": float(volume[peak]), "planted_distance_mm": planted})
+    return saved
+
+
+def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
+                 checkpoint: str = "best", split: str = "auto",
+                 baselines: tuple[str, ...] = (), examples: int = 3) -> dict[str, Any]:
+    """Evaluate one run folder; returns what `metrics.json` holds."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = run_checkpoint(run_dir, checkpoint)
+    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datamodule = run_datamodule(cfg)
+    split = choose_split(datamodule, split)
+    module = load_module(ckpt)
+    targets = datamodule.splits[split]["target"]
+    truth_file = find_ground_truth(targets["path"])
+    truth = pd.read_csv(truth_file) if truth_file else None
+    log.info("evaluating %s on the %s split (%d targets, %d backgrounds)%s", ckpt, split,
+             len(targets), len(datamodule.splits[split]["background"]),
+             f", ground truth {truth_file}" if truth_file else "")
+
+    def latents(s: str) -> pd.DataFrame:
+        return pd.concat([encode_split(module, datamodule, s, role)
+                          for role in ("target", "background")], ignore_index=True)
+
+    train, test = latents("train"), with_truth(latents(split), truth)
+    test.to_csv(out_dir / "latents.csv", index=False)
+    metrics: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(ckpt), "split": split,
+                               "ground_truth": str(truth_file) if truth_file else None,
+                               **score_latents(test, train)}
+    twins = {}
+    if truth is not None and "twin_path" in truth:
+        root = truth_file.parent
+        twins = {row.subject_id: str(root / row.twin_path)
+                 for row in truth.itertuples() if isinstance(row.twin_path, str) and row.twin_path}
+    decoded = decode_split(module, datamodule, split, reference=mean_image(datamodule),
+                           twins=twins, examples=examples)
+    metrics["decoded"] = decoded.scores()
+    metrics["salient_maps"] = save_salient_maps(
+        decoded.salient_maps, input_affine(datamodule, targets["path"].iloc[0]), out_dir,
+        planted_centres(truth_file))
+    for name in baselines:
+        base_train, base_test = baseline_latents(datamodule, name, split)
+        metrics.setdefault("baselines", {})[name] = score_latents(with_truth(base_test, truth),
+                                                                  base_train)
+    figures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png"),
+               "examples": plots.plot_examples(decoded.examples, out_dir / "examples.png")}
+    curves = run_dir / "logs" / "metrics.csv"
+    if curves.is_file():
+        figures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+    write_report(out_dir, metrics, {k: v for k, v in figures.items() if v})
+    return metrics
+
+
+def sweep_runs(sweep_dir: Path) -> list[Path]:
+    """The run folders of a multirun sweep folder, in job order."""
+    runs = [p for p in sweep_dir.iterdir() if p.is_dir() and is_run(p)]
+    return sorted(runs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit()
+                                       else 0, p.name))
+
+
+def overrides_of(run_dir: Path) -> str:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return ""
+    wanted = [o for o in OmegaConf.load(path) if not o.split("=")[0].lstrip("+~").startswith(
+        ("data.", "hydra.", "out_dir", "run_id", "trainer.enable_progress_bar"))]
+    return " ".join(wanted)
+
+
+def comparison_rows(runs: dict[str, dict[str, Any]], labels: dict[str, str]
+                    ) -> pd.DataFrame:
+    """One row per run (name, label, headline metrics) plus one per baseline found in them."""
+    rows = [{"run": name, "setting": labels.get(name, ""), **headline(m)}
+            for name, m in runs.items()]
+    first = next(iter(runs.values()), {})
+    for name, m in first.get("baselines", {}).items():
+        rows.append({"run": f"baseline: {name}", "setting": name, **headline(m)})
+    return pd.DataFrame(rows)
+
+
+def evaluate_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, **kwargs: Any
+                   ) -> pd.DataFrame:
+    """Evaluate every run of a sweep folder (into `<run>/eval/`) and write `comparison.csv`
+    and `comparison.md` (a row per run: its overrides and headline metrics) into `out_dir`
+    (default: the sweep folder). Baselines are computed once, on the first run's data."""
+    sweep_dir = Path(sweep_dir)
+    runs = sweep_runs(sweep_dir)
+    if not runs:
+        raise InputError(f"{sweep_dir} holds no run folders (each needs .hydra/config.yaml "
+                         "and checkpoints/)")
+    baselines = kwargs.pop("baselines", ())
+    results = {}
+    for i, run in enumerate(runs):
+        log.info("run %d/%d: %s", i + 1, len(runs), run)
+        results[run.name] = evaluate_run(run, baselines=baselines if i == 0 else (), **kwargs)
+    table = comparison_rows(results, {r.name: overrides_of(r) for r in runs})
+    out_dir = Path(out_dir) if out_dir else sweep_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "comparison.csv", index=False)
+    (out_dir / "comparison.md").write_text(
+        f"# Sweep comparison: {sweep_dir}\n\n{markdown_table(table)}\n\n{COLUMN_NOTES}\n")
+    return table
+
+
+COLUMN_NOTES = """Columns (test split; `_s` salient space, `_z` shared space; SCIENCE.md §7):
+ari/acc: k-means against the true groups (ARI, matched accuracy); gmm_ari: Gaussian mixtures,
+mean of 10 fits; silhouette of the true groups; knn_bacc: 5-NN balanced accuracy;
+tau_*: RSA Kendall τ with planted severity (within subtype), the shared warp u_warp, age;
+r2_*: cross-validated ridge R² (leakage); site_bacc: site decoded from s (chance 1/#sites);
+auroc: targets vs backgrounds from each space (z should stay near 0.5); energy_bg_tg:
+mean ‖s‖² of backgrounds / targets (→ 0); ve: variance explained; twin_error: median
+‖D([z,0]) − twin‖² / ‖x − twin‖² (< 1 is good); map_r: median correlation of the model's and
+the planted disease maps."""

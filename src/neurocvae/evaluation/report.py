@@ -1,0 +1,124 @@
+"""`report.md` of one evaluated run: the metrics in tables, the figures with what they show."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROWS = [  # (label, keys under a space)
+    ("silhouette of the true groups", ("silhouette",)),
+    ("k-means ARI / NMI / matched accuracy", ("kmeans",)),
+    ("Gaussian-mixture ARI / NMI / accuracy (mean of 10 fits)", ("gmm",)),
+    ("5-NN balanced accuracy of the groups", ("knn_balanced_accuracy",)),
+    ("targets vs backgrounds AUROC", ("auroc_target_vs_background",)),
+    ("site balanced accuracy (leakage)", ("site_balanced_accuracy",)),
+]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return " / ".join(_fmt(v) for v in value.values())
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def space_table(metrics: dict[str, Any]) -> str:
+    spaces = [s for s in ("salient", "shared") if s in metrics]
+    lines = ["| metric | " + " | ".join(spaces) + " |", "|---|" + "---|" * len(spaces)]
+    for label, (key,) in ROWS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(metrics[s].get(key, math.nan))
+                                                for s in spaces) + " |")
+    for kind, label in (("rsa_tau", "RSA Kendall τ with"), ("leakage_r2", "leakage R² of")):
+        columns = sorted({c for s in spaces for c in metrics[s][kind]})
+        for column in columns:
+            lines.append(f"| {label} {column} | " + " | ".join(
+                _fmt(metrics[s][kind].get(column, math.nan)) for s in spaces) + " |")
+    return "\n".join(lines)
+
+
+def baseline_table(baselines: dict[str, dict[str, Any]]) -> str:
+    lines = ["| baseline | k-means ARI | silhouette | τ severity | τ u_warp | R² age | AUROC |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in baselines.items():
+        s = m["salient"]
+        lines.append(f"| {name} | {_fmt(s['kmeans']['ari'])} | {_fmt(s['silhouette'])} | "
+                     f"{_fmt(s['rsa_tau'].get('severity', math.nan))} | "
+                     f"{_fmt(s['rsa_tau'].get('u_warp', math.nan))} | "
+                     f"{_fmt(s['leakage_r2'].get('age', math.nan))} | "
+                     f"{_fmt(s['auroc_target_vs_background'])} |")
+    return "\n".join(lines)
+
+
+def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path]) -> Path:
+    """Write `<out_dir>/report.md` and return its path."""
+    n = metrics["n"]
+    decoded = metrics["decoded"]
+    text = [
+        "# Evaluation report", "",
+        f"Checkpoint `{metrics['checkpoint']}`, **{metrics['split']}** split: {n['target']} "
+        f"targets ({', '.join(f'{g} {c}' for g, c in metrics['groups'].items())}) and "
+        f"{n['background']} backgrounds. Codes are encoder means, standardised with the "
+        "training scans' statistics. Ground truth: "
+        f"{'`' + metrics['ground_truth'] + '`' if metrics['ground_truth'] else 'none found'}.",
+        "",
+        "## Latent spaces", "",
+        "The salient space should separate the disease groups (high ARI, silhouette, τ with "
+        "severity) and carry no nuisance (low leakage R², site accuracy near chance); the shared "
+        "space should not tell targets from backgrounds (AUROC near 0.5).", "",
+        space_table(metrics), "",
+        f"- ΔARI (salient − shared): {_fmt(metrics.get('delta_ari', math.nan))}",
+        f"- Background/target salient energy ‖s‖²: "
+        f"{_fmt(metrics.get('salient', {}).get('energy_ratio', math.nan))} (→ 0 is good)",
+        f"- Variance explained: {_fmt(decoded['variance_explained'])}",
+        f"- Twin error (median ‖D([z,0]) − twin‖² / ‖x − twin‖², {decoded['twins']} patients "
+        f"with a planted healthy twin; < 1 is good): {_fmt(decoded['twin_error'])}",
+        f"- Disease-map correlation (median r of D([z,s]) − D([z,0]) with x − twin): "
+        f"{_fmt(decoded['disease_map_correlation'])}", ""]
+    if metrics.get("baselines"):
+        text += ["## Baselines on the same volumes (their single space)", "",
+                 baseline_table(metrics["baselines"]), ""]
+    if "embedding" in figures:
+        text += ["## Latent spaces in 2-D", "",
+                 f"![embedding]({figures['embedding'].name})", "",
+                 "Test targets coloured by group and backgrounds in grey, in each space. "
+                 "Groups that form separate clouds in the salient space (and mix in the shared "
+                 "one) are what a working model shows.", ""]
+    if "curves" in figures:
+        text += ["## Training curves", "", f"![curves]({figures['curves'].name})", "",
+                 "Per epoch: every loss term (train solid, validation dashed), the β and γ "
+                 "schedules, and the discriminator's accuracy (0.5 = chance).", ""]
+    if "examples" in figures:
+        text += ["## Example scans", "", f"![examples]({figures['examples'].name})", "",
+                 "One test target per group, on the axial slice of its largest planted "
+                 "difference (without a twin: of the model's): the input, its reconstruction, "
+                 "the healthy counterfactual D([z,0]), the planted healthy twin when there is "
+                 "one, and the model's and the planted disease maps, each with its own colour "
+                 "range (in its corner).", ""]
+    if metrics.get("salient_maps"):
+        text += ["## Salient maps", "",
+                 "Per target group, the mean of D([z,s]) − D([z,0]) over its test scans, "
+                 "saved as NIfTI in the model's input space and drawn over the MNI152 template, "
+                 "values under 20 % of the peak hidden. With a synthetic cohort the cut goes "
+                 "through the group's planted pattern centre (yellow marker), else through the "
+                 "map's peak; a working model shows its colour at the marker.", ""]
+        for m in metrics["salient_maps"]:
+            planted = ", ".join(f"{name} {d} mm" for name, d in m["planted_distance_mm"].items())
+            text += [f"### {m['group']}", "", f"![{m['group']}]({m['png']})", "",
+                     f"`{m['nifti']}`; peak {m['peak_value']:+.4f} at {m['peak_mm']} mm"
+                     + (f"; distance from the peak to the planted centre: {planted}."
+                        if planted else "."), ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (numbers to 3 decimals, nan as –)."""
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Every latent-space metric of a run, from its latents tables (SCIENCE.md §7).
+
+A latents table has one row per scan: subject_id, group, role ("target"/"background"), the
+ground-truth columns that are known (age, site, sex; for synthetic cohorts also delta, u_warp,
+u_head, severity_<pattern>) and the codes `shared_0…`, `salient_0…`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+from neurocvae.evaluation import metrics
+from neurocvae.evaluation.latents import code_columns
+
+SPACES = ("salient", "shared")
+CONTINUOUS = ("age", "delta", "u_warp", "u_head", "bag")  # ground truth, when present
+CATEGORICAL = ("site", "sex", "group")
+NUISANCE = ("age", "u_warp", "u_head", "delta")  # leakage R² targets
+
+
+def severity_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("severity_")]
+
+
+def standardised(train: pd.DataFrame, test: pd.DataFrame, space: str) -> np.ndarray:
+    """Codes of `test` scaled with the training scans' mean and SD (both sets)."""
+    columns = code_columns(train, space)
+    return StandardScaler().fit(train[columns].to_numpy()).transform(test[columns].to_numpy())
+
+
+def rsa(codes: np.ndarray, table: pd.DataFrame) -> dict[str, float]:
+    """Kendall τ of the space's distances with every known ground-truth factor; `severity` is
+    the mean over patterns of τ within the patients carrying that pattern."""
+    result = {c: metrics.rsa_tau(codes, table[c].to_numpy()) for c in CONTINUOUS if c in table}
+    result |= {c: metrics.rsa_tau(codes, table[c].to_numpy(), categorical=True)
+               for c in CATEGORICAL if c in table}
+    within = []
+    for column in severity_columns(table):
+        carriers = (table[column] > 0).to_numpy()
+        result[column] = metrics.rsa_tau(codes[carriers], table[column].to_numpy()[carriers])
+        within.append(result[column])
+    if within:
+        result["severity"] = float(np.nanmean(within)) if not np.all(np.isnan(within)) else np.nan
+    return result
+
+
+def space_scores(codes: np.ndarray, targets: pd.DataFrame, all_codes: np.ndarray,
+                 is_target: np.ndarray) -> dict[str, Any]:
+    """Metrics of one space: `codes` [n_targets, d] standardised, `all_codes` of targets and
+    backgrounds for the set AUROC."""
+    labels = targets["group"].to_numpy()
+    scores: dict[str, Any] = {
+        "silhouette": metrics.silhouette(codes, labels),
+        "kmeans": metrics.kmeans_agreement(codes, labels),
+        "gmm": metrics.mixture_agreement(codes, labels),
+        "knn_balanced_accuracy": metrics.knn_balanced_accuracy(codes, labels),
+        "rsa_tau": rsa(codes, targets),
+        "leakage_r2": {c: metrics.leakage_r2(codes, targets[c].to_numpy())
+                       for c in NUISANCE if c in targets},
+        "auroc_target_vs_background": metrics.group_auroc(all_codes, is_target)}
+    if "site" in targets:
+        scores["site_balanced_accuracy"] = metrics.site_leakage(codes, targets["site"].to_numpy())
+    return scores
+
+
+def score_latents(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, Any]:
+    """All latent metrics of the `test` scans, codes standardised with `train` statistics."""
+    is_target = (test["role"] == "target").to_numpy()
+    targets = test[is_target].reset_index(drop=True)
+    result: dict[str, Any] = {
+        "n": {"target": int(is_target.sum()), "background": int((~is_target).sum())},
+        "groups": targets["group"].value_counts().to_dict()}
+    for space in SPACES:
+        if not code_columns(test, space):
+            continue
+        scaled = standardised(train, test, space)
+        result[space] = space_scores(scaled[is_target], targets, scaled, is_target)
+    if "salient" in result:
+        raw = test[code_columns(test, "salient")].to_numpy()
+        result["salient"]["energy_ratio"] = metrics.energy_ratio(raw[~is_target], raw[is_target])
+        if "shared" in result:
+            result["delta_ari"] = (result["salient"]["kmeans"]["ari"]
+                                   - result["shared"]["kmeans"]["ari"])
+            age = result["shared"]["leakage_r2"].get("age", np.nan)
+            if age and age > 0:
+                result["age_leakage_index"] = result["salient"]["leakage_r2"]["age"] / age
+    return result
+
+
+def separation(table: pd.DataFrame, *, by: str = "group") -> dict[str, Any]:
+    """Silhouette and k-means ARI of the true `by` groups in each space of a latents table
+    (raw codes): the quick check `neurocvae-train` writes."""
+    labels = table[by].to_numpy()
+    result: dict[str, Any] = {"n": len(table), "groups": table[by].value_counts().to_dict()}
+    for space in SPACES:
+        codes = table[code_columns(table, space)].to_numpy()
+        if codes.shape[1] == 0:  # e.g. a plain VAE has no shared space
+            continue
+        result[space] = {"silhouette": metrics.silhouette(codes, labels),
+                         "kmeans_ari": metrics.kmeans_agreement(codes, labels)["ari"]}
+    return result

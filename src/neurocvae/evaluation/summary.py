@@ -1,0 +1,82 @@
+"""A benchmark's results (one row per arm and seed) as mean ± SD per arm: markdown and a figure."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from neurocvae.evaluation.report import markdown_table
+from neurocvae.figures import plt, save_figure
+
+TABLES = {  # title → headline columns
+    "Disease groups in each space (higher salient, lower shared is better)":
+        ("ari_s", "ari_z", "delta_ari", "gmm_ari_s", "acc_s", "silhouette_s", "silhouette_z",
+         "knn_bacc_s", "tau_s_severity", "tau_z_severity"),
+    "Nuisance and reconstruction (leakage low; auroc_z near 0.5)":
+        ("tau_s_warp", "tau_z_warp", "tau_s_age", "r2_age_s", "r2_age_z", "r2_warp_s",
+         "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg", "ve", "twin_error", "map_r"),
+}
+FIGURE = ("ari_s", "ari_z", "tau_s_severity", "tau_s_warp", "r2_age_s", "auroc_z")
+REFERENCE = """Reference (Aglinskas, Bergeron & Anzellotti, planted-truth simulation,
+N = 1000 + 1000, one disorder; SCIENCE.md §6.2): τ(salient, disease) **0.21**, leakage
+τ(salient, shared factor) **0.15**, τ(shared, shared factor) **0.48**. Their shared factor
+is a warp like our `u_warp`; their disease factor is our severity (here τ within each subtype,
+averaged)."""
+
+
+def mean_sd(results: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per arm (in order of appearance): seeds, diverged runs, and 'mean ± SD' per column."""
+    rows = []
+    for arm, runs in results.groupby("arm", sort=False):
+        ok = runs[~runs["diverged"].astype(bool)]
+        row = {"arm": arm, "seeds": len(runs), "diverged": int(runs["diverged"].sum())}
+        for column in columns:
+            values = ok[column].dropna().to_numpy(dtype=float) if column in ok else []
+            row[column] = (f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1
+                           else f"{values[0]:.3f}" if len(values) == 1 else "–")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
+                     command: str, minutes: float) -> str:
+    """benchmark.md: the preset, the command, both tables, the reference values."""
+    arms = {a: o for a, o in OmegaConf.to_container(cfg.arms).items() if a in set(results.arm)}
+    text = [f"# neurocvae-benchmark: preset `{cfg.name}`", "",
+            f"Command: `{command}`; {minutes:.1f} min wall time in total. Results of every "
+            "run: `results.csv`; figure: `benchmark.png`.", "",
+            f"Cohort (neurocvae-synth overrides): `{' '.join(cfg.cohort)}`; splits "
+            f"{dict(cfg.split_fractions)}; seeds {list(cfg.seeds)}; common training overrides "
+            f"`{' '.join(cfg.train)}`.", "",
+            "Arms: " + "; ".join(f"**{a}** `{' '.join(o) or '(defaults)'}`"
+                                for a, o in arms.items())
+            + ". Baselines are fitted once on the training split (seed-independent).", "",
+            "Mean ± SD over seeds, test split. Column meanings: "
+            "`neurocvae.evaluation.evaluate.COLUMN_NOTES` and README.", ""]
+    for title, wanted in TABLES.items():
+        chosen = [c for c in wanted if c in columns]
+        text += [f"## {title}", "", markdown_table(mean_sd(results, chosen)), ""]
+    text += [REFERENCE, ""]
+    return "\n".join(text)
+
+
+def plot_summary(results: pd.DataFrame, path: Path) -> Path:
+    """Bars (mean) with SD whiskers per arm, one panel per key metric."""
+    ok = results[~results["diverged"].astype(bool)]
+    arms = list(dict.fromkeys(ok["arm"]))
+    fig, axes = plt.subplots(1, len(FIGURE), figsize=(3.1 * len(FIGURE), 3.6), sharey=False)
+    for ax, column in zip(axes, FIGURE, strict=True):
+        stats = [ok.loc[ok["arm"] == a, column].astype(float) for a in arms]
+        means = [v.mean() for v in stats]
+        sds = [v.std(ddof=1) if v.count() > 1 else 0.0 for v in stats]
+        ax.bar(range(len(arms)), np.nan_to_num(means), yerr=sds, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(arms)), arms, rotation=60, ha="right", fontsize=7)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(column, fontsize=9)
+        if all(math.isnan(m) for m in means):
+            ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center")
+    return save_figure(fig, path)

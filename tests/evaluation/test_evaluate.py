@@ -1,0 +1,114 @@
+"""`neurocvae-benchmark` and `neurocvae-eval` end to end on a small planted-truth cohort: real
+NIfTI volumes with healthy twins, real trainings and checkpoints, every output file checked."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from neurocvae.cli.benchmark import benchmark
+from neurocvae.config import config_dir
+from neurocvae.contrastive.discriminator import DiscriminatorWarning
+from neurocvae.evaluation.evaluate import HEADLINE, evaluate_sweep
+
+pytestmark = [pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
+                                         f"{DiscriminatorWarning.__name__}")]
+TINY_TRAIN = ("train=['data.preprocessing.shape=[24,24,24]','data.batch_size=4',"
+              "'data.num_workers=0','data.cache_workers=0','arch.channels=[4,8]','arch.hidden=16',"
+              "'arch.bottleneck_channels=null','trainer.max_epochs=2','early_stopping.patience=null',"
+              "'trainer.enable_progress_bar=false','trainer.log_every_n_steps=1']")
+SMALL = ["cohort=['grid=ci','seed=3','counts={HC:32,MDD:16,diabetes:16,dual:0}']",
+         "split_fractions={train:0.5,val:0.25,test:0.25}", TINY_TRAIN]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A two-arm (VAE, cVAE), two-seed benchmark of the small cohort."""
+    out = tmp_path_factory.mktemp("bench")
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [*SMALL, f"out_dir={out}", "seeds=[0,1]", "only=[vae,cvae]"])
+        results = benchmark.__wrapped__(cfg)
+    return out, results
+
+
+def test_benchmark_writes_one_row_per_arm_and_seed_and_a_summary(bench):
+    out, results = bench
+    assert sorted(zip(results["arm"], results["seed"].fillna(-1), strict=True)) == [
+        ("cpca (baseline)", -1), ("cvae", 0), ("cvae", 1), ("pca (baseline)", -1),
+        ("vae", 0), ("vae", 1)]
+    assert pd.read_csv(out / "results.csv").shape == results.shape
+    neural = results[results["arm"].isin(["vae", "cvae"])]
+    assert neural[["ari_s", "tau_s_severity", "auroc_s", "ve", "twin_error"]].notna().all().all()
+    assert neural.loc[neural["arm"] == "vae", "ari_z"].isna().all()  # a VAE has one space
+    assert neural.loc[neural["arm"] == "cvae", "ari_z"].notna().all()
+    summary = (out / "benchmark.md").read_text()
+    assert re.search(r"\| cvae \| 2 \| 0 \| -?\d\.\d{3} ± \d\.\d{3} \|", summary)
+    assert "0.21" in summary and (out / "benchmark.png").stat().st_size > 10_000
+    for arm in ("vae", "cvae"):  # each run is a complete run folder with its evaluation
+        run = out / "runs" / arm / "seed0"
+        assert (run / ".hydra" / "config.yaml").is_file() and (run / "eval" / "report.md").is_file()
+
+
+def test_evaluation_files_hold_what_they_claim(bench):
+    out, _ = bench
+    run = out / "runs" / "cvae" / "seed0"
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    truth = pd.read_csv(out / "cohort" / "ground_truth.csv").set_index("subject_id")
+    latents = pd.read_csv(run / "eval" / "latents.csv")
+    assert metrics["split"] == "test" and metrics["ground_truth"].endswith("ground_truth.csv")
+    assert len(latents) == metrics["n"]["target"] + metrics["n"]["background"]
+    assert (latents.filter(like="salient_").shape[1], latents.filter(like="shared_").shape[1]) \
+        == (32, 32)
+    targets = latents[latents["role"] == "target"]
+    assert np.allclose(targets["severity_A"], truth.loc[targets["subject_id"], "severity_A"])
+    assert metrics["decoded"]["twins"] == metrics["n"]["target"]  # every patient has a twin
+    assert {"severity_A", "severity_B", "severity", "age", "u_warp", "site"} <= set(
+        metrics["salient"]["rsa_tau"])
+    assert "baselines" not in metrics  # the baselines are fitted once, with the first run
+    first = json.loads((out / "runs" / "vae" / "seed0" / "eval" / "metrics.json").read_text())
+    assert set(first["baselines"]) == {"pca", "cpca"}
+    report = (run / "eval" / "report.md").read_text()
+    for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
+        assert (run / "eval" / picture).stat().st_size > 5_000, picture
+    assert {"embedding.png", "curves.png", "examples.png"} <= set(
+        re.findall(r"\(([^)]+\.png)\)", report))
+    for entry in metrics["salient_maps"]:
+        image = nib.load(run / "eval" / entry["nifti"])
+        assert image.shape == (24, 24, 24) and np.isfinite(image.get_fdata()).all()
+        centre = np.linalg.inv(image.affine) @ np.array([0.0, -17.0, 5.0, 1.0])  # grid centre
+        assert np.allclose(centre[:3], 12, atol=1)  # the input grid's affine, in mm
+        assert entry["planted_distance_mm"]  # each single-pattern group names its centre
+
+
+def test_a_sweep_folder_gives_one_comparison_table(bench, tmp_path):
+    out, _ = bench
+    table = evaluate_sweep(out / "runs" / "cvae", tmp_path, baselines=("pca",), examples=1)
+    assert table["run"].tolist() == ["seed0", "seed1", "baseline: pca"]
+    assert set(HEADLINE) <= set(table.columns)
+    assert math.isnan(table.loc[2, "ari_z"]) and not math.isnan(table.loc[0, "ari_z"])
+    assert "| seed0 |" in (tmp_path / "comparison.md").read_text()
+    assert pd.read_csv(tmp_path / "comparison.csv").shape == table.shape
+
+
+@pytest.mark.slow
+def test_installed_eval_command(bench, tmp_path):
+    out, _ = bench
+    command = Path(sys.executable).with_name("neurocvae-eval")
+    help_text = subprocess.run([command, "--help"], capture_output=True, text=True, check=True)
+    assert "neurocvae-eval" in help_text.stdout and "checkpoint" in help_text.stdout
+    run = out / "runs" / "cvae" / "seed1"
+    done = subprocess.run([command, f"run={run}", f"out_dir={tmp_path / 'eval'}", "baselines=[]",
+                           "checkpoint=last"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["checkpoint"].endswith(
+        "last.ckpt")
+    bad = subprocess.run([command, f"run={tmp_path}"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not a neurocvae-train run folder" in bad.stderr

@@ -1,0 +1,151 @@
+"""Evaluation metrics against sklearn/scipy and hand-made cases (SCIENCE.md §7)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import kendalltau
+from sklearn.metrics import adjusted_rand_score
+
+from neurocvae.evaluation import metrics
+from neurocvae.evaluation.baselines import contrastive_pca
+from neurocvae.evaluation.scores import score_latents, separation
+
+rng = np.random.default_rng(0)
+
+
+def separated(n: int = 60, gap: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two tight, far-apart groups in 4-D."""
+    labels = np.repeat(["A", "B"], n // 2)
+    codes = rng.normal(size=(n, 4))
+    codes[labels == "B"] += gap
+    return codes, labels
+
+
+def test_perfectly_separated_groups_score_one():
+    codes, labels = separated()
+    for scores in (metrics.kmeans_agreement(codes, labels),
+                   metrics.mixture_agreement(codes, labels, repeats=3)):
+        assert scores == pytest.approx({"ari": 1.0, "nmi": 1.0, "accuracy": 1.0})
+    assert metrics.knn_balanced_accuracy(codes, labels) == 1.0
+    assert metrics.silhouette(codes, labels) > 0.8
+
+
+def test_shuffled_labels_score_near_zero():
+    codes, labels = separated(400)
+    shuffled = rng.permutation(labels)
+    assert abs(metrics.kmeans_agreement(codes, shuffled)["ari"]) < 0.02
+    assert abs(metrics.kmeans_agreement(codes, shuffled)["nmi"]) < 0.02
+    assert abs(metrics.knn_balanced_accuracy(codes, shuffled) - 0.5) < 0.1
+    assert abs(metrics.silhouette(codes, shuffled)) < 0.05
+
+
+def test_cluster_accuracy_matches_clusters_to_groups():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert metrics.cluster_accuracy(labels, np.array([5, 5, 5, 7, 7, 7])) == 1.0  # renamed
+    assert metrics.cluster_accuracy(labels, np.array([1, 1, 0, 0, 0, 0])) == pytest.approx(5 / 6)
+    found = rng.integers(0, 3, 50)
+    truth = rng.integers(0, 3, 50)
+    assert metrics.agreement(truth, found)["ari"] == adjusted_rand_score(truth, found)
+
+
+def test_rsa_tau_is_kendall_tau_of_the_distance_matrices():
+    codes = rng.normal(size=(30, 3))
+    values = rng.normal(size=30)
+    i, j = np.triu_indices(30, 1)
+    expected = kendalltau(np.linalg.norm(codes[i] - codes[j], axis=1),
+                          np.abs(values[i] - values[j])).statistic
+    assert metrics.rsa_tau(codes, values) == pytest.approx(expected)
+    assert metrics.rsa_tau(values[:, None], values) == pytest.approx(1.0)  # a copy of it
+    sites = np.array(["S1", "S2"] * 15)
+    assert metrics.rsa_tau(np.where(sites == "S1", 0.0, 9.0)[:, None], sites,
+                           categorical=True) == pytest.approx(1.0)
+
+
+def test_a_copy_of_age_leaks_with_r2_one_and_noise_does_not():
+    age = rng.uniform(45, 80, 200)
+    assert metrics.leakage_r2(np.c_[age, rng.normal(size=200)], age) > 0.99
+    assert metrics.leakage_r2(rng.normal(size=(200, 4)), age) < 0.05
+
+
+def test_site_leakage_and_group_auroc():
+    sites = np.repeat(["S1", "S2", "S3", "S4"], 25)
+    onehot = (sites[:, None] == np.unique(sites)).astype(float)
+    assert metrics.site_leakage(onehot + 0.01 * rng.normal(size=onehot.shape), sites) == 1.0
+    assert abs(metrics.site_leakage(rng.normal(size=(100, 3)), sites) - 0.25) < 0.15
+    is_target = np.repeat([True, False], 100)
+    assert metrics.group_auroc(is_target[:, None] + 0.1 * rng.normal(size=(200, 1)),
+                               is_target) == pytest.approx(1.0)
+    assert abs(metrics.group_auroc(rng.normal(size=(200, 2)), is_target) - 0.5) < 0.12
+
+
+def test_energy_twin_error_and_map_correlation_by_hand():
+    assert metrics.energy_ratio(np.zeros((5, 3)), np.ones((5, 3))) == 0.0
+    assert metrics.energy_ratio(np.ones((5, 3)), np.ones((5, 3))) == 1.0
+    twin = np.zeros((4, 4))
+    image = twin.copy()
+    image[1, 1] = 1.0  # the disease: one voxel
+    assert metrics.twin_error(twin, image, twin) == 0.0  # the counterfactual is the twin
+    assert metrics.twin_error(image, image, twin) == 1.0  # ... or the scan itself
+    mask = np.ones_like(twin, dtype=bool)
+    assert metrics.map_correlation(2 * (image - twin), image - twin, mask) == pytest.approx(1.0)
+    assert np.isnan(metrics.map_correlation(np.zeros_like(twin), image - twin, mask))
+
+
+def test_undefined_cases_give_nan_not_errors():
+    one_group = np.array(["A"] * 10)
+    codes = rng.normal(size=(10, 2))
+    assert np.isnan(metrics.silhouette(codes, one_group))
+    assert np.isnan(metrics.kmeans_agreement(codes, one_group)["ari"])
+    assert np.isnan(metrics.knn_balanced_accuracy(codes, np.array(["A"] * 9 + ["B"])))
+    assert np.isnan(metrics.leakage_r2(codes, np.ones(10)))
+
+
+def test_contrastive_pca_finds_the_target_only_direction_pca_misses():
+    """Backgrounds and targets share a large-variance direction; only targets vary along a
+    second, smaller one: PCA's first axis is the shared one, cPCA's the target one."""
+    n, v = 200, 50
+    shared, special = np.eye(v)[0], np.eye(v)[1]
+    background = np.outer(rng.normal(size=n) * 10, shared) + 0.1 * rng.normal(size=(n, v))
+    target = (np.outer(rng.normal(size=n) * 10, shared) + np.outer(rng.normal(size=n) * 3,
+                                                                   special)
+              + 0.1 * rng.normal(size=(n, v)))
+    axis = contrastive_pca(target, background, components=1, alpha=10.0)[:, 0]
+    assert abs(axis @ special) > 0.99
+    assert abs(np.linalg.svd(target - target.mean(0))[2][0] @ shared) > 0.99
+
+
+def latents_table(n: int = 80) -> pd.DataFrame:
+    """Targets whose salient code is their group (one axis each) and whose shared code is age;
+    backgrounds with silent salient codes."""
+    groups = np.repeat(["MDD", "diabetes"], n // 2)
+    age = rng.uniform(45, 80, n)
+    targets = pd.DataFrame({
+        "subject_id": [f"t{i}" for i in range(n)], "group": groups, "age": age,
+        "site": np.tile(["S1", "S2"], n // 2), "role": "target",
+        "severity_A": np.where(groups == "MDD", rng.uniform(0.5, 1.5, n), 0.0),
+        "salient_0": (groups == "MDD") * 5.0 + 0.1 * rng.normal(size=n),
+        "salient_1": (groups == "diabetes") * 5.0 + 0.1 * rng.normal(size=n),
+        "shared_0": (age - 62) / 10, "shared_1": rng.normal(size=n)})
+    background = targets.assign(subject_id=[f"b{i}" for i in range(n)], group="HC",
+                                role="background", severity_A=0.0,
+                                salient_0=0.01 * rng.normal(size=n),
+                                salient_1=0.01 * rng.normal(size=n))
+    return pd.concat([targets, background], ignore_index=True)
+
+
+def test_score_latents_reads_a_good_salient_space_as_good():
+    train, test = latents_table(), latents_table()
+    scores = score_latents(test, train)
+    assert scores["n"] == {"target": 80, "background": 80}
+    assert scores["salient"]["kmeans"]["ari"] == pytest.approx(1.0)
+    assert scores["shared"]["kmeans"]["ari"] < 0.2
+    assert scores["delta_ari"] > 0.8
+    assert scores["salient"]["leakage_r2"]["age"] < 0.1 < 0.9 < scores["shared"]["leakage_r2"][
+        "age"]
+    assert scores["salient"]["energy_ratio"] < 0.01
+    assert scores["salient"]["auroc_target_vs_background"] > 0.9
+    assert abs(scores["shared"]["auroc_target_vs_background"] - 0.5) < 0.15
+    assert set(scores["salient"]["rsa_tau"]) >= {"age", "site", "group", "severity_A",
+                                                 "severity"}
+    quick = separation(test[test.role == "target"])
+    assert quick["salient"]["kmeans_ari"] == pytest.approx(1.0)
