@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from neurocvae.cli.benchmark import benchmark
 from neurocvae.config import config_dir
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
-from neurocvae.evaluation.evaluate import HEADLINE, evaluate_sweep
+from neurocvae.evaluation.evaluate import evaluate_sweep
+from neurocvae.evaluation.report import HEADLINE
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
                                          f"{DiscriminatorWarning.__name__}")]
@@ -46,9 +47,13 @@ def test_benchmark_writes_one_row_per_arm_and_seed_and_a_summary(bench):
         ("vae", 0), ("vae", 1)]
     assert pd.read_csv(out / "results.csv").shape == results.shape
     neural = results[results["arm"].isin(["vae", "cvae"])]
-    assert neural[["ari_s", "tau_s_severity", "auroc_s", "ve", "twin_error"]].notna().all().all()
-    assert neural.loc[neural["arm"] == "vae", "ari_z"].isna().all()  # a VAE has one space
-    assert neural.loc[neural["arm"] == "cvae", "ari_z"].notna().all()
+    assert neural[["ve", "twin_error", "active_s"]].notna().all().all()
+    for space in "sz":  # a space is scored when it has active (non-collapsed) dimensions
+        scored = neural[f"active_{space}"].fillna(0) > 0
+        assert (neural[f"ari_{space}"].notna() == scored).all()
+        assert (neural[f"tau_{space}_severity"].notna() == scored).all()
+    assert neural.loc[neural["arm"] == "vae", "active_z"].isna().all()  # a VAE has one space
+    assert (neural.loc[neural["arm"] == "cvae", "active_z"] >= 0).all()
     summary = (out / "benchmark.md").read_text()
     assert re.search(r"\| cvae \| 2 \| 0 \| -?\d\.\d{3} ± \d\.\d{3} \|", summary)
     assert "0.21" in summary and (out / "benchmark.png").stat().st_size > 10_000
@@ -70,8 +75,11 @@ def test_evaluation_files_hold_what_they_claim(bench):
     targets = latents[latents["role"] == "target"]
     assert np.allclose(targets["severity_A"], truth.loc[targets["subject_id"], "severity_A"])
     assert metrics["decoded"]["twins"] == metrics["n"]["target"]  # every patient has a twin
-    assert {"severity_A", "severity_B", "severity", "age", "u_warp", "site"} <= set(
-        metrics["salient"]["rsa_tau"])
+    for space in ("salient", "shared"):
+        assert metrics[space]["dimensions"] == 32
+        if metrics[space]["active"]:
+            assert {"severity_A", "severity_B", "severity", "age", "u_warp", "site"} <= set(
+                metrics[space]["rsa_tau"])
     assert "baselines" not in metrics  # the baselines are fitted once, with the first run
     first = json.loads((out / "runs" / "vae" / "seed0" / "eval" / "metrics.json").read_text())
     assert set(first["baselines"]) == {"pca", "cpca"}
@@ -93,7 +101,7 @@ def test_a_sweep_folder_gives_one_comparison_table(bench, tmp_path):
     table = evaluate_sweep(out / "runs" / "cvae", tmp_path, baselines=("pca",), examples=1)
     assert table["run"].tolist() == ["seed0", "seed1", "baseline: pca"]
     assert set(HEADLINE) <= set(table.columns)
-    assert math.isnan(table.loc[2, "ari_z"]) and not math.isnan(table.loc[0, "ari_z"])
+    assert math.isnan(table.loc[2, "active_z"]) and table.loc[0, "active_z"] >= 0  # no z in PCA
     assert "| seed0 |" in (tmp_path / "comparison.md").read_text()
     assert pd.read_csv(tmp_path / "comparison.csv").shape == table.shape
 

@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import kendalltau
-from sklearn.metrics import adjusted_rand_score
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import adjusted_rand_score, r2_score
+from sklearn.model_selection import KFold, cross_val_predict
 
 from neurocvae.evaluation import metrics
 from neurocvae.evaluation.baselines import contrastive_pca
@@ -149,3 +151,15 @@ def test_score_latents_reads_a_good_salient_space_as_good():
                                                  "severity"}
     quick = separation(test[test.role == "target"])
     assert quick["salient"]["kmeans_ari"] == pytest.approx(1.0)
+
+
+def test_one_outlying_scan_cannot_sink_the_leakage_r2():
+    """A linear probe extrapolated to one far outlier predicts absurd ages (unclipped R² far
+    below −1); clipped to the training fold's range, R² stays that of a weak probe."""
+    age = rng.uniform(45, 80, 60)
+    codes = np.c_[age + rng.normal(0, 3, 60), rng.normal(size=60)]
+    codes[0] = [1000.0, 0.0]
+    unclipped = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), codes, age,
+                                  cv=KFold(5, shuffle=True, random_state=0))
+    assert r2_score(age, unclipped) < -10
+    assert -1 < metrics.leakage_r2(codes, age) < 1

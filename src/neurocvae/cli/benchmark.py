@@ -27,7 +27,8 @@ from neurocvae.data.cohort import HEALTHY, read_manifest
 from neurocvae.data.recipe import Recipe
 from neurocvae.data.synthetic import MARKER, generate_cohort
 from neurocvae.errors import InputError, TrainingDiverged
-from neurocvae.evaluation.evaluate import HEADLINE, evaluate_run, headline
+from neurocvae.evaluation.evaluate import evaluate_run
+from neurocvae.evaluation.report import HEADLINE, headline
 from neurocvae.evaluation.summary import plot_summary, summary_markdown
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_d
     OmegaConf.save(OmegaConf.create(list(cfg.arms[arm])), run_dir / ".hydra" / "overrides.yaml")
     if not (run_dir / "separation.json").is_file():
         train.__wrapped__(train_cfg)  # errors propagate to the benchmark's own handling
-    return evaluate_run(run_dir, baselines=baselines, examples=1)
+    # pictures for the first seed of each arm (the metrics for every seed)
+    return evaluate_run(run_dir, baselines=baselines, figures=seed == cfg.seeds[0])
 
 
 @reports_input_errors
@@ -76,15 +78,15 @@ def benchmark(cfg: DictConfig) -> pd.DataFrame:
     """The whole command; returns the per-run results table."""
     began = time.perf_counter()
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sets = make_cohort(cfg, out_dir / "cohort")
-    rows, baseline_rows = [], []
-    pending = tuple(cfg.baselines)  # fitted once, with the first run that succeeds
     arms = list(cfg.only or cfg.arms)
     unknown = set(arms) - set(cfg.arms)
     if unknown:
         raise InputError(f"only={arms}: unknown arm(s) {sorted(unknown)}; the preset has "
                          f"{list(cfg.arms)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sets = make_cohort(cfg, out_dir / "cohort")
+    rows, baseline_rows = [], []
+    pending = tuple(cfg.baselines)  # fitted once, with the first run that succeeds
     total = len(arms) * len(cfg.seeds)
     for i, (arm, seed) in enumerate((a, s) for s in cfg.seeds for a in arms):
         run_dir = out_dir / "runs" / arm / f"seed{seed}"
@@ -103,7 +105,7 @@ def benchmark(cfg: DictConfig) -> pd.DataFrame:
         pending = () if metrics.get("baselines") else pending
     results = pd.DataFrame(baseline_rows + rows)
     results.to_csv(out_dir / "results.csv", index=False)
-    columns = [c for c in HEADLINE if results[c].notna().any()]
+    columns = [c for c in [*HEADLINE, "seconds"] if results[c].notna().any()]
     command = " ".join(["neurocvae-benchmark", *HydraConfig.get().overrides.task]) \
         if HydraConfig.initialized() else f"neurocvae-benchmark preset={cfg.name}"
     minutes = (time.perf_counter() - began) / 60

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +26,10 @@ from neurocvae.evaluation import plots
 from neurocvae.evaluation.baselines import baseline_latents
 from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.latents import encode_split
-from neurocvae.evaluation.report import markdown_table, write_report
+from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
 
 log = logging.getLogger(__name__)
-
-# Columns of comparison tables → where the value sits in metrics.json.
-HEADLINE = {
-    "ari_s": ("salient", "kmeans", "ari"), "ari_z": ("shared", "kmeans", "ari"),
-    "delta_ari": ("delta_ari",), "gmm_ari_s": ("salient", "gmm", "ari"),
-    "acc_s": ("salient", "kmeans", "accuracy"),
-    "silhouette_s": ("salient", "silhouette"), "silhouette_z": ("shared", "silhouette"),
-    "knn_bacc_s": ("salient", "knn_balanced_accuracy"),
-    "tau_s_severity": ("salient", "rsa_tau", "severity"),
-    "tau_z_severity": ("shared", "rsa_tau", "severity"),
-    "tau_s_warp": ("salient", "rsa_tau", "u_warp"), "tau_z_warp": ("shared", "rsa_tau", "u_warp"),
-    "tau_s_age": ("salient", "rsa_tau", "age"),
-    "r2_age_s": ("salient", "leakage_r2", "age"), "r2_age_z": ("shared", "leakage_r2", "age"),
-    "r2_warp_s": ("salient", "leakage_r2", "u_warp"),
-    "site_bacc_s": ("salient", "site_balanced_accuracy"),
-    "auroc_s": ("salient", "auroc_target_vs_background"),
-    "auroc_z": ("shared", "auroc_target_vs_background"),
-    "energy_bg_tg": ("salient", "energy_ratio"),
-    "ve": ("decoded", "variance_explained"), "twin_error": ("decoded", "twin_error"),
-    "map_r": ("decoded", "disease_map_correlation"),
-}
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, float]:
-    """The comparison-table columns of one metrics.json (nan where absent)."""
-    row = {}
-    for column, keys in HEADLINE.items():
-        value: Any = metrics
-        for key in keys:
-            value = value.get(key, math.nan) if isinstance(value, dict) else math.nan
-        row[column] = float(value) if isinstance(value, (int, float)) else math.nan
-    return row
-
 
 def is_run(folder: Path) -> bool:
     return (folder / ".hydra" / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
@@ -135,9 +101,9 @@ def planted_centres(truth_file: Path | None) -> dict[str, dict]:
 
 
 def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: Path,
-                      centres: dict[str, dict]) -> list[dict[str, Any]]:
-    """Write each group's map as NIfTI and PNG; return their peak and the planted centres'
-    distances to it."""
+                      centres: dict[str, dict], *, figures: bool = True) -> list[dict[str, Any]]:
+    """Write each group's map as NIfTI (and PNG with `figures`); return their peak and the
+    planted centres' distances to it."""
     saved = []
     for group, volume in maps.items():
         nifti = out_dir / f"salient_map_{group}.nii.gz"
@@ -148,8 +114,9 @@ def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: 
                    for name, c in centres.items() if group in c["groups"]}
         png = plots.plot_salient_map(
             nifti, out_dir / f"salient_map_{group}.png", f"{group}: mean D([z,s]) − D([z,0])",
-            [c["centre_mm"] for c in centres.values() if group in c["groups"]])
-        saved.append({"group": group, "nifti": nifti.name, "png": png.name,
+            [c["centre_mm"] for c in centres.values() if group in c["groups"]]) \
+            if figures else None
+        saved.append({"group": group, "nifti": nifti.name, "png": png.name if png else None,
                       "peak_mm": [round(float(v), 1) for v in peak_mm],
                       "peak_value": float(volume[peak]), "planted_distance_mm": planted})
     return saved
@@ -157,8 +124,10 @@ def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: 
 
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                  checkpoint: str = "best", split: str = "auto",
-                 baselines: tuple[str, ...] = (), examples: int = 3) -> dict[str, Any]:
-    """Evaluate one run folder; returns what `metrics.json` holds."""
+                 baselines: tuple[str, ...] = (), examples: int = 3,
+                 figures: bool = True) -> dict[str, Any]:
+    """Evaluate one run folder; returns what `metrics.json` holds. `figures=False` skips the
+    pictures (metrics, latents, NIfTI maps and the report are still written)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = run_checkpoint(run_dir, checkpoint)
@@ -193,18 +162,20 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     metrics["decoded"] = decoded.scores()
     metrics["salient_maps"] = save_salient_maps(
         decoded.salient_maps, input_affine(datamodule, targets["path"].iloc[0]), out_dir,
-        planted_centres(truth_file))
+        planted_centres(truth_file), figures=figures)
     for name in baselines:
         base_train, base_test = baseline_latents(datamodule, name, split)
         metrics.setdefault("baselines", {})[name] = score_latents(with_truth(base_test, truth),
                                                                   base_train)
-    figures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png"),
-               "examples": plots.plot_examples(decoded.examples, out_dir / "examples.png")}
-    curves = run_dir / "logs" / "metrics.csv"
-    if curves.is_file():
-        figures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")
+    pictures = {}
+    if figures:
+        pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png"),
+                    "examples": plots.plot_examples(decoded.examples, out_dir / "examples.png")}
+        curves = run_dir / "logs" / "metrics.csv"
+        if curves.is_file():
+            pictures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
-    write_report(out_dir, metrics, {k: v for k, v in figures.items() if v})
+    write_report(out_dir, metrics, {k: v for k, v in pictures.items() if v})
     return metrics
 
 
@@ -258,13 +229,3 @@ def evaluate_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, **k
         f"# Sweep comparison: {sweep_dir}\n\n{markdown_table(table)}\n\n{COLUMN_NOTES}\n")
     return table
 
-
-COLUMN_NOTES = """Columns (test split; `_s` salient space, `_z` shared space; SCIENCE.md §7):
-ari/acc: k-means against the true groups (ARI, matched accuracy); gmm_ari: Gaussian mixtures,
-mean of 10 fits; silhouette of the true groups; knn_bacc: 5-NN balanced accuracy;
-tau_*: RSA Kendall τ with planted severity (within subtype), the shared warp u_warp, age;
-r2_*: cross-validated ridge R² (leakage); site_bacc: site decoded from s (chance 1/#sites);
-auroc: targets vs backgrounds from each space (z should stay near 0.5); energy_bg_tg:
-mean ‖s‖² of backgrounds / targets (→ 0); ve: variance explained; twin_error: median
-‖D([z,0]) − twin‖² / ‖x − twin‖² (< 1 is good); map_r: median correlation of the model's and
-the planted disease maps."""

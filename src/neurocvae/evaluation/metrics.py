@@ -112,12 +112,17 @@ def rsa_tau(codes: np.ndarray, values: np.ndarray, *, categorical: bool = False)
 
 def leakage_r2(codes: np.ndarray, values: np.ndarray, *, seed: int = 0) -> float:
     """Out-of-fold R² of a ridge regression (α chosen inside, 1e-3…1e3) from codes to a
-    nuisance value, KFold(5, shuffled, seeded): ≈ 1 when the codes carry it, ≤ 0 when not."""
+    nuisance value, KFold(5, shuffled, seeded): ≈ 1 when the codes carry it, ≤ 0 when not.
+    Predictions are clipped to the training fold's range, so one outlying scan cannot drive R²
+    to −100 by linear extrapolation."""
+    values = np.asarray(values, dtype=float)
     if len(values) < 10 or np.std(values) == 0:
         return NAN
-    model = RidgeCV(alphas=np.logspace(-3, 3, 13))
-    predicted = cross_val_predict(model, codes, values,
-                                  cv=KFold(5, shuffle=True, random_state=seed))
+    predicted = np.empty_like(values)
+    for train, test in KFold(5, shuffle=True, random_state=seed).split(codes):
+        model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(codes[train], values[train])
+        predicted[test] = np.clip(model.predict(codes[test]), values[train].min(),
+                                  values[train].max())
     return float(r2_score(values, predicted))
 
 

@@ -8,7 +8,54 @@ from typing import Any
 
 import pandas as pd
 
+# Columns of comparison tables → where the value sits in metrics.json.
+HEADLINE = {
+    "active_s": ("salient", "active"), "active_z": ("shared", "active"),
+    "ari_s": ("salient", "kmeans", "ari"), "ari_z": ("shared", "kmeans", "ari"),
+    "delta_ari": ("delta_ari",), "gmm_ari_s": ("salient", "gmm", "ari"),
+    "acc_s": ("salient", "kmeans", "accuracy"),
+    "silhouette_s": ("salient", "silhouette"), "silhouette_z": ("shared", "silhouette"),
+    "knn_bacc_s": ("salient", "knn_balanced_accuracy"),
+    "tau_s_severity": ("salient", "rsa_tau", "severity"),
+    "tau_z_severity": ("shared", "rsa_tau", "severity"),
+    "tau_s_warp": ("salient", "rsa_tau", "u_warp"), "tau_z_warp": ("shared", "rsa_tau", "u_warp"),
+    "tau_s_age": ("salient", "rsa_tau", "age"),
+    "r2_age_s": ("salient", "leakage_r2", "age"), "r2_age_z": ("shared", "leakage_r2", "age"),
+    "r2_warp_s": ("salient", "leakage_r2", "u_warp"),
+    "site_bacc_s": ("salient", "site_balanced_accuracy"),
+    "auroc_s": ("salient", "auroc_target_vs_background"),
+    "auroc_z": ("shared", "auroc_target_vs_background"),
+    "energy_bg_tg": ("salient", "energy_ratio"),
+    "ve": ("decoded", "variance_explained"), "twin_error": ("decoded", "twin_error"),
+    "map_r": ("decoded", "disease_map_correlation"),
+}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The comparison-table columns of one metrics.json (nan where absent)."""
+    row = {}
+    for column, keys in HEADLINE.items():
+        value: Any = metrics
+        for key in keys:
+            value = value.get(key, math.nan) if isinstance(value, dict) else math.nan
+        row[column] = float(value) if isinstance(value, (int, float)) else math.nan
+    return row
+
+
+COLUMN_NOTES = """Columns (test split; `_s` salient space, `_z` shared space; SCIENCE.md §7):
+active: code dimensions whose mean varies over the training scans (variance > 0.01; the others
+have collapsed and are left out; a space with none gets no metrics);
+ari/acc: k-means against the true groups (ARI, matched accuracy); gmm_ari: Gaussian mixtures,
+mean of 10 fits; silhouette of the true groups; knn_bacc: 5-NN balanced accuracy;
+tau_*: RSA Kendall τ with planted severity (within subtype), the shared warp u_warp, age;
+r2_*: cross-validated ridge R² (leakage); site_bacc: site decoded from s (chance 1/#sites);
+auroc: targets vs backgrounds from each space (z should stay near 0.5); energy_bg_tg:
+mean ‖s‖² of backgrounds / targets (→ 0); ve: variance explained; twin_error: median
+‖D([z,0]) − twin‖² / ‖x − twin‖² (< 1 is good); map_r: median correlation of the model's and
+the planted disease maps."""
+
 ROWS = [  # (label, keys under a space)
+    ("active dimensions (of all)", ("active",)),
     ("silhouette of the true groups", ("silhouette",)),
     ("k-means ARI / NMI / matched accuracy", ("kmeans",)),
     ("Gaussian-mixture ARI / NMI / accuracy (mean of 10 fits)", ("gmm",)),
@@ -30,13 +77,15 @@ def space_table(metrics: dict[str, Any]) -> str:
     spaces = [s for s in ("salient", "shared") if s in metrics]
     lines = ["| metric | " + " | ".join(spaces) + " |", "|---|" + "---|" * len(spaces)]
     for label, (key,) in ROWS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(metrics[s].get(key, math.nan))
-                                                for s in spaces) + " |")
+        values = [f"{metrics[s]['active']} of {metrics[s]['dimensions']}" if key == "active"
+                  else _fmt(metrics[s].get(key, math.nan)) for s in spaces]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
     for kind, label in (("rsa_tau", "RSA Kendall τ with"), ("leakage_r2", "leakage R² of")):
-        columns = sorted({c for s in spaces for c in metrics[s][kind]})
+        columns = sorted({c for s in spaces for c in metrics[s].get(kind, {})})
         for column in columns:
             lines.append(f"| {label} {column} | " + " | ".join(
-                _fmt(metrics[s][kind].get(column, math.nan)) for s in spaces) + " |")
+                _fmt(metrics[s][kind].get(column, math.nan)) if kind in metrics[s] else "–"
+                for s in spaces) + " |")
     return "\n".join(lines)
 
 
@@ -44,12 +93,10 @@ def baseline_table(baselines: dict[str, dict[str, Any]]) -> str:
     lines = ["| baseline | k-means ARI | silhouette | τ severity | τ u_warp | R² age | AUROC |",
              "|---|---|---|---|---|---|---|"]
     for name, m in baselines.items():
-        s = m["salient"]
-        lines.append(f"| {name} | {_fmt(s['kmeans']['ari'])} | {_fmt(s['silhouette'])} | "
-                     f"{_fmt(s['rsa_tau'].get('severity', math.nan))} | "
-                     f"{_fmt(s['rsa_tau'].get('u_warp', math.nan))} | "
-                     f"{_fmt(s['leakage_r2'].get('age', math.nan))} | "
-                     f"{_fmt(s['auroc_target_vs_background'])} |")
+        row = headline(m)
+        lines.append(f"| {name} | " + " | ".join(_fmt(row[c]) for c in (
+            "ari_s", "silhouette_s", "tau_s_severity", "tau_s_warp", "r2_age_s", "auroc_s"))
+            + " |")
     return "\n".join(lines)
 
 
@@ -107,7 +154,8 @@ def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path
                  "map's peak; a working model shows its colour at the marker.", ""]
         for m in metrics["salient_maps"]:
             planted = ", ".join(f"{name} {d} mm" for name, d in m["planted_distance_mm"].items())
-            text += [f"### {m['group']}", "", f"![{m['group']}]({m['png']})", "",
+            picture = [f"![{m['group']}]({m['png']})", ""] if m["png"] else []
+            text += [f"### {m['group']}", "", *picture,
                      f"`{m['nifti']}`; peak {m['peak_value']:+.4f} at {m['peak_mm']} mm"
                      + (f"; distance from the peak to the planted centre: {planted}."
                         if planted else "."), ""]

@@ -20,15 +20,23 @@ SPACES = ("salient", "shared")
 CONTINUOUS = ("age", "delta", "u_warp", "u_head", "bag")  # ground truth, when present
 CATEGORICAL = ("site", "sex", "group")
 NUISANCE = ("age", "u_warp", "u_head", "delta")  # leakage R² targets
+ACTIVE_VARIANCE = 0.01  # a code dimension is active when its mean varies this much over scans
 
 
 def severity_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("severity_")]
 
 
-def standardised(train: pd.DataFrame, test: pd.DataFrame, space: str) -> np.ndarray:
-    """Codes of `test` scaled with the training scans' mean and SD (both sets)."""
+def active_columns(train: pd.DataFrame, space: str) -> list[str]:
+    """The code columns whose variance over the training scans exceeds ACTIVE_VARIANCE (the
+    "active units" of Burda et al. 2016). Collapsed dimensions carry no information, and
+    standardising them would blow their noise up to unit variance."""
     columns = code_columns(train, space)
+    return [c for c in columns if train[c].var() > ACTIVE_VARIANCE]
+
+
+def standardised(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Codes of `test` scaled with the training scans' mean and SD (both sets)."""
     return StandardScaler().fit(train[columns].to_numpy()).transform(test[columns].to_numpy())
 
 
@@ -68,7 +76,8 @@ def space_scores(codes: np.ndarray, targets: pd.DataFrame, all_codes: np.ndarray
 
 
 def score_latents(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, Any]:
-    """All latent metrics of the `test` scans, codes standardised with `train` statistics."""
+    """All latent metrics of the `test` scans, on the active code dimensions standardised with
+    `train` statistics (a space with no active dimension gets only its counts)."""
     is_target = (test["role"] == "target").to_numpy()
     targets = test[is_target].reset_index(drop=True)
     result: dict[str, Any] = {
@@ -77,17 +86,21 @@ def score_latents(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, Any]:
     for space in SPACES:
         if not code_columns(test, space):
             continue
-        scaled = standardised(train, test, space)
-        result[space] = space_scores(scaled[is_target], targets, scaled, is_target)
+        active = active_columns(train, space)
+        result[space] = {"dimensions": len(code_columns(test, space)), "active": len(active)}
+        if active:
+            scaled = standardised(train, test, active)
+            result[space] |= space_scores(scaled[is_target], targets, scaled, is_target)
     if "salient" in result:
         raw = test[code_columns(test, "salient")].to_numpy()
         result["salient"]["energy_ratio"] = metrics.energy_ratio(raw[~is_target], raw[is_target])
         if "shared" in result:
-            result["delta_ari"] = (result["salient"]["kmeans"]["ari"]
-                                   - result["shared"]["kmeans"]["ari"])
-            age = result["shared"]["leakage_r2"].get("age", np.nan)
+            ari = [result[s].get("kmeans", {}).get("ari", np.nan) for s in SPACES]
+            result["delta_ari"] = ari[0] - ari[1]
+            age = result["shared"].get("leakage_r2", {}).get("age", np.nan)
             if age and age > 0:
-                result["age_leakage_index"] = result["salient"]["leakage_r2"]["age"] / age
+                salient = result["salient"].get("leakage_r2", {}).get("age", np.nan)
+                result["age_leakage_index"] = salient / age
     return result
 
 

@@ -9,16 +9,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from neurocvae.evaluation.report import markdown_table
+from neurocvae.evaluation.report import COLUMN_NOTES, markdown_table
 from neurocvae.figures import plt, save_figure
 
 TABLES = {  # title → headline columns
     "Disease groups in each space (higher salient, lower shared is better)":
-        ("ari_s", "ari_z", "delta_ari", "gmm_ari_s", "acc_s", "silhouette_s", "silhouette_z",
+        ("active_s", "active_z", "ari_s", "ari_z", "delta_ari", "gmm_ari_s", "acc_s", "silhouette_s", "silhouette_z",
          "knn_bacc_s", "tau_s_severity", "tau_z_severity"),
     "Nuisance and reconstruction (leakage low; auroc_z near 0.5)":
         ("tau_s_warp", "tau_z_warp", "tau_s_age", "r2_age_s", "r2_age_z", "r2_warp_s",
-         "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg", "ve", "twin_error", "map_r"),
+         "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg", "ve", "twin_error", "map_r",
+         "seconds"),
 }
 FIGURE = ("ari_s", "ari_z", "tau_s_severity", "tau_s_warp", "r2_age_s", "auroc_z")
 REFERENCE = """Reference (Aglinskas, Bergeron & Anzellotti, planted-truth simulation,
@@ -55,8 +56,8 @@ def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
             "Arms: " + "; ".join(f"**{a}** `{' '.join(o) or '(defaults)'}`"
                                 for a, o in arms.items())
             + ". Baselines are fitted once on the training split (seed-independent).", "",
-            "Mean ± SD over seeds, test split. Column meanings: "
-            "`neurocvae.evaluation.evaluate.COLUMN_NOTES` and README.", ""]
+            "Mean ± SD over seeds, test split; `seconds`: training and evaluation of one run.",
+            "", COLUMN_NOTES, ""]
     for title, wanted in TABLES.items():
         chosen = [c for c in wanted if c in columns]
         text += [f"## {title}", "", markdown_table(mean_sd(results, chosen)), ""]
