@@ -14,8 +14,8 @@ from neurocvae.figures import plt, save_figure
 
 TABLES = {  # title → headline columns
     "Disease groups in each space (higher salient, lower shared is better)":
-        ("active_s", "active_z", "ari_s", "ari_z", "delta_ari", "gmm_ari_s", "acc_s", "silhouette_s", "silhouette_z",
-         "knn_bacc_s", "tau_s_severity", "tau_z_severity"),
+        ("active_s", "active_z", "ari_s", "ari_z", "delta_ari", "gmm_ari_s", "acc_s",
+         "silhouette_s", "silhouette_z", "knn_bacc_s", "tau_s_severity", "tau_z_severity"),
     "Nuisance and reconstruction (leakage low; auroc_z near 0.5)":
         ("tau_s_warp", "tau_z_warp", "tau_s_age", "r2_age_s", "r2_age_z", "r2_warp_s",
          "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg", "ve", "twin_error", "map_r",
