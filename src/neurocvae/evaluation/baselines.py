@@ -15,7 +15,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from neurocvae.data.datamodules import ContrastiveDataModule
-from neurocvae.evaluation.latents import COLUMNS
+from neurocvae.evaluation.latents import known_columns
 
 MAX_VOXELS = 2**17
 BASELINES = ("pca", "cpca")
@@ -81,7 +81,7 @@ def baseline_latents(datamodule: ContrastiveDataModule, name: str, split: str, *
             rows, volumes = parts[s, role]
             codes = pd.DataFrame(project(volumes),
                                  columns=[f"salient_{j}" for j in range(components)])
-            blocks.append(pd.concat([rows[list(COLUMNS)].assign(role=role), codes], axis=1))
+            blocks.append(pd.concat([rows[known_columns(rows)].assign(role=role), codes], axis=1))
         return pd.concat(blocks, ignore_index=True)
 
     return table("train"), table(split)

@@ -9,7 +9,12 @@ import torch
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.data.datamodules import ContrastiveDataModule
 
-COLUMNS = ("subject_id", "group", "age", "site")
+COLUMNS = ("subject_id", "group", "age", "sex", "site", "brain_age", "bag")  # kept when present
+
+
+def known_columns(table: pd.DataFrame) -> list[str]:
+    """The cohort-table columns a latents table keeps (ids, group, known factors)."""
+    return [c for c in COLUMNS if c in table.columns]
 
 
 def code_columns(table: pd.DataFrame, space: str) -> list[str]:
@@ -20,8 +25,9 @@ def code_columns(table: pd.DataFrame, space: str) -> list[str]:
 @torch.no_grad()
 def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str,
                  role: str = "target") -> pd.DataFrame:
-    """One row per `role` scan of `split`: subject_id, group, age, site, role, then the means
-    of the shared (`shared_0…`) and salient (`salient_0…`) codes."""
+    """One row per `role` scan of `split`: subject_id, group, age, sex, site (and brain_age,
+    bag when the table has them), role, then the means of the shared (`shared_0…`) and salient
+    (`salient_0…`) codes."""
     module.eval()
     shared, salient, ids = [], [], []
     for batch in datamodule.role_loader(split, role):
@@ -31,7 +37,7 @@ def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
         salient.append(s.float().cpu().numpy())
         ids += list(batch["subject_id"])
     rows = datamodule.splits[split][role].set_index("subject_id").loc[ids].reset_index()
-    table = rows[list(COLUMNS)].assign(role=role)
+    table = rows[known_columns(rows)].assign(role=role)
     codes = {f"{space}_{j}": column
              for space, parts in (("shared", shared), ("salient", salient))
              for j, column in enumerate(np.concatenate(parts).T)}

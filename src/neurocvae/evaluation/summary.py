@@ -21,7 +21,7 @@ TABLES = {  # title → headline columns
          "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg", "ve", "twin_error", "map_r",
          "seconds"),
 }
-FIGURE = ("ari_s", "ari_z", "tau_s_severity", "tau_s_warp", "r2_age_s", "auroc_z")
+FIGURE = ("active_s", "ari_s", "tau_s_severity", "tau_s_warp", "r2_age_s", "auroc_z")
 REFERENCE = """Reference (Aglinskas, Bergeron & Anzellotti, planted-truth simulation,
 N = 1000 + 1000, one disorder; SCIENCE.md §6.2): τ(salient, disease) **0.21**, leakage
 τ(salient, shared factor) **0.15**, τ(shared, shared factor) **0.48**. Their shared factor
