@@ -57,6 +57,7 @@ def test_benchmark_writes_one_row_per_arm_and_seed_and_a_summary(bench):
     summary = (out / "benchmark.md").read_text()
     assert re.search(r"\| cvae \| 2 \| 0 \| -?\d\.\d{3} ± \d\.\d{3} \|", summary)
     assert "0.21" in summary and (out / "benchmark.png").stat().st_size > 10_000
+    assert re.search(r"## Cross-seed stability[^#]*\| cvae \| 2 \| -?\d\.\d{3} \|", summary)
     for arm in ("vae", "cvae"):  # each run is a complete run folder with its evaluation
         run = out / "runs" / arm / "seed0"
         assert (run / ".hydra" / "config.yaml").is_file() and (run / "eval" / "report.md").is_file()
@@ -120,3 +121,16 @@ def test_installed_eval_command(bench, tmp_path):
         "last.ckpt")
     bad = subprocess.run([command, f"run={tmp_path}"], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not a neurocvae-train run folder" in bad.stderr
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_every_arm_of_every_preset_composes_into_a_training_config(preset):
+    """A typo in a preset's arm would otherwise surface hours into a GPU benchmark."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [f"preset={preset}"])
+        assert len(cfg.seeds) >= 3 and "test" in cfg.split_fractions
+        compose("synth", list(cfg.cohort))
+        for arm, overrides in cfg.arms.items():
+            train_cfg = compose("train", [*cfg.train, *overrides, "data.target=t.csv",
+                                          "data.background=b.csv", "out_dir=x"])
+            assert (train_cfg.discriminator is None) == (train_cfg.gamma.value == 0), arm

@@ -11,6 +11,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from neurocvae.evaluation import metrics
 from neurocvae.evaluation.baselines import contrastive_pca
 from neurocvae.evaluation.scores import score_latents, separation
+from neurocvae.evaluation.summary import cross_seed_stability
 
 rng = np.random.default_rng(0)
 
@@ -163,3 +164,14 @@ def test_one_outlying_scan_cannot_sink_the_leakage_r2():
                                   cv=KFold(5, shuffle=True, random_state=0))
     assert r2_score(age, unclipped) < -10
     assert -1 < metrics.leakage_r2(codes, age) < 1
+
+
+def test_cross_seed_stability_is_one_for_the_same_arrangement_and_near_zero_for_noise():
+    table = latents_table(40)
+    rotated = table.copy()  # another seed: the same geometry, rotated and rescaled
+    rotated[["salient_0", "salient_1"]] = 3 * table[["salient_1", "salient_0"]].to_numpy()
+    noise = table.assign(salient_0=rng.normal(size=len(table)),
+                         salient_1=rng.normal(size=len(table)))
+    assert cross_seed_stability([table, rotated], "salient") == pytest.approx(1.0)
+    assert abs(cross_seed_stability([table, noise], "salient")) < 0.1
+    assert np.isnan(cross_seed_stability([table], "salient"))

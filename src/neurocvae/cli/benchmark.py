@@ -29,7 +29,7 @@ from neurocvae.data.synthetic import MARKER, generate_cohort
 from neurocvae.errors import InputError, TrainingDiverged
 from neurocvae.evaluation.evaluate import evaluate_run
 from neurocvae.evaluation.report import HEADLINE, headline
-from neurocvae.evaluation.summary import plot_summary, summary_markdown
+from neurocvae.evaluation.summary import plot_summary, stability_table, summary_markdown
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,11 @@ def benchmark(cfg: DictConfig) -> pd.DataFrame:
     command = " ".join(["neurocvae-benchmark", *HydraConfig.get().overrides.task]) \
         if HydraConfig.initialized() else f"neurocvae-benchmark preset={cfg.name}"
     minutes = (time.perf_counter() - began) / 60
-    (out_dir / "benchmark.md").write_text(summary_markdown(results, columns, cfg, command,
-                                                           minutes))
+    latents = {arm: [pd.read_csv(path) for path in (
+        out_dir / "runs" / arm / f"seed{seed}" / "eval" / "latents.csv" for seed in cfg.seeds)
+        if path.is_file()] for arm in arms}
+    (out_dir / "benchmark.md").write_text(summary_markdown(
+        results, columns, cfg, command, minutes, stability_table(latents)))
     plot_summary(results, out_dir / "benchmark.png")
     log.info("benchmark table: %s", out_dir / "benchmark.md")
     return results

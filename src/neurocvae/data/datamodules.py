@@ -124,12 +124,12 @@ class CohortDataModule(pl.LightningDataModule):
         """The dataset and sampler of split `name` (each DataModule says how)."""
         raise NotImplementedError
 
-    def _require_split(self, name: str) -> None:
+    def require_split(self, name: str) -> None:
         if name not in self.splits:
             raise InputError(f"no {name!r} split: split_fractions has {list(self.splits)}")
 
     def _split_loader(self, name: str, *, train: bool = False) -> DataLoader:
-        self._require_split(name)
+        self.require_split(name)
         dataset, sampler = self._draws(name, train=train)
         return self._loader(dataset, sampler, train=train)
 
@@ -255,7 +255,7 @@ class ContrastiveDataModule(CohortDataModule):
     def role_loader(self, split: str, role: str) -> DataLoader:
         """Every `role` ("target" or "background") scan of `split` once, in table order,
         unaugmented and unpaired (for encoding)."""
-        self._require_split(split)
+        self.require_split(split)
         dataset = self.dataset(self.splits[split][role])
         return self._loader(dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=False,
                                                   num_replicas=1, rank=0), train=False)

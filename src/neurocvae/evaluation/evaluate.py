@@ -64,7 +64,7 @@ def choose_split(datamodule: ContrastiveDataModule, split: str) -> str:
     """`auto`: the test split when the run has one, else val."""
     if split == "auto":
         split = "test" if "test" in datamodule.splits else "val"
-    datamodule._require_split(split)
+    datamodule.require_split(split)
     return split
 
 

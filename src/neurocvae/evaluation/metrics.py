@@ -104,7 +104,7 @@ def rsa_tau(codes: np.ndarray, values: np.ndarray, *, categorical: bool = False)
         return NAN
     if categorical:
         _, codes_of = np.unique(values, return_inverse=True)
-        truth = pdist(codes_of[:, None], metric=lambda a, b: float(a[0] != b[0]))
+        truth = pdist(codes_of[:, None], metric="hamming")  # 1-D: exactly 1[differ]
     else:
         truth = pdist(values.astype(float)[:, None], metric="cityblock")
     return float(kendalltau(pdist(codes), truth).statistic)

@@ -147,11 +147,16 @@ def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path
                  "range (in its corner).", ""]
     if metrics.get("salient_maps"):
         text += ["## Salient maps", "",
-                 "Per target group, the mean of D([z,s]) − D([z,0]) over its test scans, "
+                 f"Per target group, the mean of D([z,s]) − D([z,0]) over its {metrics['split']} "
+                 "scans, "
                  "saved as NIfTI in the model's input space and drawn over the MNI152 template, "
                  "values under 20 % of the peak hidden. With a synthetic cohort the cut goes "
                  "through the group's planted pattern centre (yellow marker), else through the "
                  "map's peak; a working model shows its colour at the marker.", ""]
+        if metrics.get("salient", {}).get("active") == 0:
+            text += ["**The salient space has collapsed (no active dimension), so these maps "
+                     "show the decoder's response to near-prior codes, not disease patterns.**",
+                     ""]
         for m in metrics["salient_maps"]:
             planted = ", ".join(f"{name} {d} mm" for name, d in m["planted_distance_mm"].items())
             picture = [f"![{m['group']}]({m['png']})", ""] if m["png"] else []

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from scipy.spatial.distance import pdist
+from scipy.stats import kendalltau
 
+from neurocvae.evaluation.latents import code_columns
 from neurocvae.evaluation.report import COLUMN_NOTES, markdown_table
 from neurocvae.figures import plt, save_figure
 
@@ -43,8 +47,31 @@ def mean_sd(results: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def cross_seed_stability(latents: list[pd.DataFrame], space: str) -> float:
+    """Mean pairwise Kendall τ between the seeds' distance matrices of the test targets' codes
+    in `space` (SCIENCE.md §7): 1 when every seed arranges the patients alike; nan with fewer
+    than two seeds or no such space."""
+    matrices = []
+    for table in latents:
+        targets = table[table["role"] == "target"].sort_values("subject_id")
+        codes = targets[code_columns(targets, space)].to_numpy()
+        if codes.shape[1]:
+            matrices.append(pdist(codes))
+    taus = [kendalltau(a, b).statistic for a, b in combinations(matrices, 2)]
+    return float(np.mean(taus)) if taus else math.nan
+
+
+def stability_table(latents: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Per arm: the cross-seed stability of each space."""
+    return pd.DataFrame([{"arm": arm, "seeds": len(tables),
+                          **{f"stability_{space[:2]}": cross_seed_stability(tables, space)
+                             for space in ("salient", "shared")}}
+                         for arm, tables in latents.items()])
+
+
 def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
-                     command: str, minutes: float) -> str:
+                     command: str, minutes: float,
+                     stability: pd.DataFrame | None = None) -> str:
     """benchmark.md: the preset, the command, both tables, the reference values."""
     arms = {a: o for a, o in OmegaConf.to_container(cfg.arms).items() if a in set(results.arm)}
     text = [f"# neurocvae-benchmark: preset `{cfg.name}`", "",
@@ -61,6 +88,11 @@ def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
     for title, wanted in TABLES.items():
         chosen = [c for c in wanted if c in columns]
         text += [f"## {title}", "", markdown_table(mean_sd(results, chosen)), ""]
+    if stability is not None and len(stability):
+        text += ["## Cross-seed stability", "",
+                 "Mean pairwise Kendall τ between the seeds' distance matrices of the test "
+                 "targets' codes (raw means; 1 = every seed arranges the patients alike).", "",
+                 markdown_table(stability), ""]
     text += [REFERENCE, ""]
     return "\n".join(text)
 
