@@ -14,6 +14,7 @@ from scipy.stats import kendalltau
 
 from neurocvae.evaluation.latents import code_columns
 from neurocvae.evaluation.report import COLUMN_NOTES, markdown_table
+from neurocvae.evaluation.scores import ACTIVE_VARIANCE
 from neurocvae.figures import plt, save_figure
 
 TABLES = {  # title → headline columns
@@ -49,23 +50,24 @@ def mean_sd(results: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def cross_seed_stability(latents: list[pd.DataFrame], space: str) -> float:
     """Mean pairwise Kendall τ between the seeds' distance matrices of the test targets' codes
-    in `space` (SCIENCE.md §7): 1 when every seed arranges the patients alike; nan with fewer
-    than two seeds or no such space."""
+    in `space` (SCIENCE.md §7), on each seed's active dimensions (variance over the test scans
+    > ACTIVE_VARIANCE): 1 when every seed arranges the patients alike; nan with fewer than two
+    seeds whose space has an active dimension."""
     matrices = []
     for table in latents:
         targets = table[table["role"] == "target"].sort_values("subject_id")
-        codes = targets[code_columns(targets, space)].to_numpy()
-        if codes.shape[1]:
-            matrices.append(pdist(codes))
+        active = [c for c in code_columns(table, space) if table[c].var() > ACTIVE_VARIANCE]
+        if active:
+            matrices.append(pdist(targets[active].to_numpy()))
     taus = [kendalltau(a, b).statistic for a, b in combinations(matrices, 2)]
     return float(np.mean(taus)) if taus else math.nan
 
 
 def stability_table(latents: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
-    """Per arm: the cross-seed stability of each space."""
+    """Per arm: the cross-seed stability of each space (`stability_s`, `stability_z`)."""
     return pd.DataFrame([{"arm": arm, "seeds": len(tables),
-                          **{f"stability_{space[:2]}": cross_seed_stability(tables, space)
-                             for space in ("salient", "shared")}}
+                          "stability_s": cross_seed_stability(tables, "salient"),
+                          "stability_z": cross_seed_stability(tables, "shared")}
                          for arm, tables in latents.items()])
 
 
@@ -91,7 +93,8 @@ def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
     if stability is not None and len(stability):
         text += ["## Cross-seed stability", "",
                  "Mean pairwise Kendall τ between the seeds' distance matrices of the test "
-                 "targets' codes (raw means; 1 = every seed arranges the patients alike).", "",
+                 "targets' active codes (1 = every seed arranges the patients alike; – = fewer "
+                 "than two seeds with an active dimension).", "",
                  markdown_table(stability), ""]
     text += [REFERENCE, ""]
     return "\n".join(text)
