@@ -15,6 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from neurocvae.cli.benchmark import benchmark
+from neurocvae.cli.eval import evaluate
 from neurocvae.config import config_dir
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
 from neurocvae.evaluation.evaluate import evaluate_sweep
@@ -136,3 +137,14 @@ def test_every_arm_of_every_preset_composes_into_a_training_config(preset):
             train_cfg = compose("train", [*cfg.train, *overrides, "data.target=t.csv",
                                           "data.background=b.csv", "out_dir=x"])
             assert (train_cfg.discriminator is None) == (train_cfg.gamma.value == 0), arm
+
+
+def test_an_unknown_baseline_is_refused_before_any_work(bench, tmp_path, capsys):
+    out, _ = bench
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("eval", [f"run={out / 'runs' / 'cvae' / 'seed0'}", "baselines=[pca,ica]",
+                               f"out_dir={tmp_path / 'eval'}"])
+    with pytest.raises(SystemExit) as exit_:
+        evaluate(cfg)
+    assert exit_.value.code == 2 and "unknown ['ica']" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()

@@ -54,8 +54,10 @@ def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_d
             baselines: tuple[str, ...]) -> dict[str, Any]:
     """Train (or resume) one arm at one seed and evaluate it; returns its metrics."""
     done = run_dir / "eval" / "metrics.json"
-    if done.is_file() and (not baselines or "baselines" in json.loads(done.read_text())):
-        return json.loads(done.read_text())
+    if done.is_file():
+        metrics = json.loads(done.read_text())
+        if not baselines or "baselines" in metrics:
+            return metrics
     target, background = sets
     overrides = [*cfg.train, *cfg.arms[arm], f"data.target={target}",
                  f"data.background={background}",

@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.mixture import GaussianMixture
 
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.data.datamodules import ContrastiveDataModule
-from neurocvae.evaluation.latents import code_columns, encode_split
+from neurocvae.evaluation.latents import code_columns, encode_roles
 
 
 def fit_mixture(codes: np.ndarray, *, components: int = 10, seed: int = 0) -> GaussianMixture:
@@ -41,8 +40,8 @@ def fit_densities(module: ContrastiveModule, datamodule: ContrastiveDataModule, 
                   seed: int = 0) -> dict[str, Path]:
     """Fit and save `shared.npz` and `salient.npz` on the training split's codes."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = encode_split(module, datamodule, "train", "target")
-    both = pd.concat([target, encode_split(module, datamodule, "train", "background")])
+    both = encode_roles(module, datamodule, "train")
+    target = both[both["role"] == "target"]
     paths = {}
     for space, table in (("shared", both), ("salient", target)):
         paths[space] = folder / f"{space}.npz"

@@ -15,6 +15,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from neurocvae.data.datamodules import ContrastiveDataModule
+from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import known_columns
 
 MAX_VOXELS = 2**17
@@ -56,26 +57,25 @@ def contrastive_pca(target: np.ndarray, background: np.ndarray, components: int,
     return basis @ vectors[:, np.argsort(values)[::-1][:components]]
 
 
-def baseline_latents(datamodule: ContrastiveDataModule, name: str, split: str, *,
+def check_baselines(names: tuple[str, ...]) -> None:
+    unknown = set(names) - set(BASELINES)
+    if unknown:
+        raise InputError(f"baselines={list(names)}: unknown {sorted(unknown)}; expected some of "
+                         f"{list(BASELINES)}")
+
+
+def baseline_latents(datamodule: ContrastiveDataModule, names: tuple[str, ...], split: str, *,
                      components: int = 10, alpha: float = 10.0
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Latents tables (train, `split`) of baseline `name`: pca (fitted on the training
-    targets) or cpca (training targets against training backgrounds, contrast `alpha`)."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
+                     ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Latents tables (train, `split`) of each baseline in `names`: pca (fitted on the training
+    targets) or cpca (training targets against training backgrounds, contrast `alpha`). The
+    volumes are read once for all of them."""
+    check_baselines(names)
     parts = {(s, role): split_volumes(datamodule, s, role)
              for s in ("train", split) for role in ("target", "background")}
     train_target, train_background = parts["train", "target"][1], parts["train", "background"][1]
-    if name == "pca":
-        pca = PCA(components, random_state=0).fit(train_target)
-        project = pca.transform
-    else:
-        axes = contrastive_pca(train_target.astype(np.float64),
-                               train_background.astype(np.float64), components, alpha)
-        centre = train_target.mean(0)
-        project = lambda x: (x - centre) @ axes  # noqa: E731
 
-    def table(s: str) -> pd.DataFrame:
+    def table(s: str, project) -> pd.DataFrame:
         blocks = []
         for role in ("target", "background"):
             rows, volumes = parts[s, role]
@@ -84,4 +84,14 @@ def baseline_latents(datamodule: ContrastiveDataModule, name: str, split: str, *
             blocks.append(pd.concat([rows[known_columns(rows)].assign(role=role), codes], axis=1))
         return pd.concat(blocks, ignore_index=True)
 
-    return table("train"), table(split)
+    tables = {}
+    for name in names:
+        if name == "pca":
+            project = PCA(components, random_state=0).fit(train_target).transform
+        else:
+            axes = contrastive_pca(train_target.astype(np.float64),
+                                   train_background.astype(np.float64), components, alpha)
+            centre = train_target.mean(0)
+            project = lambda x, axes=axes, centre=centre: (x - centre) @ axes  # noqa: E731
+        tables[name] = (table("train", project), table(split, project))
+    return tables

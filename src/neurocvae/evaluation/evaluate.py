@@ -23,9 +23,9 @@ from neurocvae.contrastive.build import load_module
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation import plots
-from neurocvae.evaluation.baselines import baseline_latents
+from neurocvae.evaluation.baselines import baseline_latents, check_baselines
 from neurocvae.evaluation.decoded import decode_split, mean_image
-from neurocvae.evaluation.latents import encode_split
+from neurocvae.evaluation.latents import encode_roles
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
 
@@ -129,6 +129,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     """Evaluate one run folder; returns what `metrics.json` holds. `figures=False` skips the
     pictures (metrics, latents, NIfTI maps and the report are still written)."""
     run_dir = Path(run_dir)
+    check_baselines(baselines)  # before any work
     cfg = run_config(run_dir)
     ckpt = run_checkpoint(run_dir, checkpoint)
     out_dir = Path(out_dir) if out_dir else run_dir / "eval"
@@ -143,11 +144,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
              len(targets), len(datamodule.splits[split]["background"]),
              f", ground truth {truth_file}" if truth_file else "")
 
-    def latents(s: str) -> pd.DataFrame:
-        return pd.concat([encode_split(module, datamodule, s, role)
-                          for role in ("target", "background")], ignore_index=True)
-
-    train, test = latents("train"), with_truth(latents(split), truth)
+    train = encode_roles(module, datamodule, "train")
+    test = with_truth(encode_roles(module, datamodule, split), truth)
     test.to_csv(out_dir / "latents.csv", index=False)
     metrics: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(ckpt), "split": split,
                                "ground_truth": str(truth_file) if truth_file else None,
@@ -163,10 +161,11 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     metrics["salient_maps"] = save_salient_maps(
         decoded.salient_maps, input_affine(datamodule, targets["path"].iloc[0]), out_dir,
         planted_centres(truth_file), figures=figures)
-    for name in baselines:
-        base_train, base_test = baseline_latents(datamodule, name, split)
-        metrics.setdefault("baselines", {})[name] = score_latents(with_truth(base_test, truth),
-                                                                  base_train)
+    if baselines:
+        metrics["baselines"] = {
+            name: score_latents(with_truth(base_test, truth), base_train)
+            for name, (base_train, base_test) in baseline_latents(datamodule, baselines,
+                                                                  split).items()}
     pictures = {}
     if figures:
         pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png"),

@@ -42,3 +42,10 @@ def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
              for space, parts in (("shared", shared), ("salient", salient))
              for j, column in enumerate(np.concatenate(parts).T)}
     return pd.concat([table, pd.DataFrame(codes)], axis=1)
+
+
+def encode_roles(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str
+                 ) -> pd.DataFrame:
+    """`encode_split` of the targets, then the backgrounds, of `split` in one table."""
+    return pd.concat([encode_split(module, datamodule, split, role)
+                      for role in ("target", "background")], ignore_index=True)

@@ -27,12 +27,11 @@ def severity_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("severity_")]
 
 
-def active_columns(train: pd.DataFrame, space: str) -> list[str]:
-    """The code columns whose variance over the training scans exceeds ACTIVE_VARIANCE (the
+def active_columns(table: pd.DataFrame, space: str) -> list[str]:
+    """The code columns whose variance over the table's scans exceeds ACTIVE_VARIANCE (the
     "active units" of Burda et al. 2016). Collapsed dimensions carry no information, and
     standardising them would blow their noise up to unit variance."""
-    columns = code_columns(train, space)
-    return [c for c in columns if train[c].var() > ACTIVE_VARIANCE]
+    return [c for c in code_columns(table, space) if table[c].var() > ACTIVE_VARIANCE]
 
 
 def standardised(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -12,9 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from scipy.spatial.distance import pdist
 from scipy.stats import kendalltau
 
-from neurocvae.evaluation.latents import code_columns
 from neurocvae.evaluation.report import COLUMN_NOTES, markdown_table
-from neurocvae.evaluation.scores import ACTIVE_VARIANCE
+from neurocvae.evaluation.scores import active_columns
 from neurocvae.figures import plt, save_figure
 
 TABLES = {  # title → headline columns
@@ -56,7 +55,7 @@ def cross_seed_stability(latents: list[pd.DataFrame], space: str) -> float:
     matrices = []
     for table in latents:
         targets = table[table["role"] == "target"].sort_values("subject_id")
-        active = [c for c in code_columns(table, space) if table[c].var() > ACTIVE_VARIANCE]
+        active = active_columns(table, space)
         if active:
             matrices.append(pdist(targets[active].to_numpy()))
     taus = [kendalltau(a, b).statistic for a, b in combinations(matrices, 2)]
