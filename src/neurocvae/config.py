@@ -1,8 +1,13 @@
-"""Where the Hydra configs live, for editable and regular installs alike."""
+"""Where the Hydra configs live (for editable and regular installs alike), and the resolvers
+they use."""
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -20,3 +25,22 @@ def config_dir() -> Path:
         f"neurocvae's Hydra configs were not found beside {_PACKAGE}: reinstall the package "
         "(`pip install .`) so that conf/ is shipped with it."
     )
+
+
+def slurm_job_id() -> str | None:
+    """This SLURM job's id (`<job>_<task>` in an array job), None outside SLURM."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def run_id() -> str:
+    """A name for this run that a requeued job gets again: the SLURM job id, else the local
+    start time."""
+    return slurm_job_id() or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+# `${neurocvae.run_id:}` in the configs. Cached: resolved once per composed configuration, and
+# Hydra's launchers copy the cache into each job, so a sweep's jobs share the sweep's id.
+OmegaConf.register_new_resolver("neurocvae.run_id", run_id, use_cache=True, replace=True)

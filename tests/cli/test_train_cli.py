@@ -3,7 +3,6 @@ command resumes, refuses bad settings, and runs installed, with multirun."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,34 +15,12 @@ from neurocvae.config import config_dir
 from neurocvae.contrastive.build import load_module
 from neurocvae.contrastive.density import sample_mixture
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
+from tests.cli.conftest import TRAIN_COMMAND, overrides
 from tests.conftest import compose_config
-from tests.data.conftest import write_cohort
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-TINY = ["arch.channels=[4,8]", "arch.hidden=16", "arch.bottleneck_channels=null",
-        "shared_dim=3", "salient_dim=2",
-        "data.preprocessing.shape=[16,16,16]", "data.batch_size=4", "data.num_workers=0",
-        "data.cache_workers=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-        "data.split_fractions={train:0.75,val:0.25}"]
 pytestmark = pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
                                         f"{DiscriminatorWarning.__name__}")
-
-
-@pytest.fixture(scope="module")
-def sets(tmp_path_factory) -> tuple[Path, Path]:
-    """16 targets (three patient groups) and 16 background controls, 12×14×10 volumes."""
-    folder = tmp_path_factory.mktemp("sets")
-    write_cohort(folder, ["MDD", "diabetes", "dual", "dual"] * 4).to_csv(folder / "target.csv",
-                                                                         index=False)
-    write_cohort(folder, ["HC"] * 16, start=16).to_csv(folder / "background.csv", index=False)
-    return folder / "target.csv", folder / "background.csv"
-
-
-def overrides(sets, out_dir: Path, *extra: str) -> list[str]:
-    target, background = sets
-    return [*TINY, f"data.target={target}", f"data.background={background}",
-            f"data.cache_dir={target.parent / 'cache'}", f"out_dir={out_dir}", *extra]
 
 
 def run(sets, out_dir: Path, *extra: str) -> dict:
@@ -114,11 +91,11 @@ def test_a_fresh_start_will_not_mix_with_an_earlier_run(sets, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_installed_command_multirun_gives_one_run_folder_per_job(sets, tmp_path):
-    command = Path(sys.executable).with_name("neurocvae-train")
-    help_text = subprocess.run([command, "--help"], capture_output=True, text=True, check=True)
+    help_text = subprocess.run([TRAIN_COMMAND, "--help"], capture_output=True, text=True,
+                               check=True)
     assert "neurocvae-train" in help_text.stdout and "experiment" in help_text.stdout
     done = subprocess.run(
-        [command, "-m", *overrides(sets, tmp_path)[:-1], "gamma.value=0,1",
+        [TRAIN_COMMAND, "-m", *overrides(sets, None), "gamma.value=0,1",
          "beta=constant,cyclical", "run_id=sweep", "hydra.sweep.dir=" + str(tmp_path / "sweep")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -128,6 +105,7 @@ def test_installed_command_multirun_gives_one_run_folder_per_job(sets, tmp_path)
         if job.is_dir():
             assert (job / "checkpoints" / "last.ckpt").is_file()
             assert (job / "separation.json").is_file()
+            assert (job / "logs" / "metrics.csv").is_file()
     gammas = {float(np.round(pd.read_csv(j / "logs" / "metrics.csv")["train/gamma_step"]
                              .dropna().iloc[0], 3)) for j in jobs if j.is_dir()}
     assert gammas == {0.0, 1.0}

@@ -1,23 +1,28 @@
 """`neurocvae-train`: train a contrastive model on a target and a background set.
 
-Writes into `out_dir`: `checkpoints/last.ckpt` (every epoch) and `checkpoints/best.ckpt` (best
+Writes into `out_dir`: `checkpoints/last.ckpt` (every `checkpoint.every_n_batches` batches, at
+each epoch's end, and on SIGTERM / SIGUSR1) and `checkpoints/best.ckpt` (best
 `early_stopping.monitor`), `logs/metrics.csv`, `separation.json` (how well each latent space of
 the best model separates the target groups), and for deterministic latents `density/` (the
 ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` it resumes from
-`last.ckpt`.
+the newest checkpoint, to the batch (`neurocvae.runs`). Under DDP, rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
@@ -27,28 +32,15 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import encode_split
 from neurocvae.evaluation.scores import SPACES, separation
-from neurocvae.logs import ResumableCSVLogger
+from neurocvae.logs import ResumableCSVLogger, RewindLogsOnResume
+from neurocvae.runs import (
+    LastCheckpoint,
+    check_launch,
+    checkpoint_to_resume,
+    cluster_plugins,
+)
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """The checkpoint `trainer.fit` starts from, per `ckpt_path`."""
-    folder = Path(cfg.out_dir) / "checkpoints"
-    if cfg.ckpt_path == "last":
-        last = folder / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        return None
-    if cfg.ckpt_path is None:
-        if folder.is_dir() and any(folder.glob("*.ckpt")):
-            raise InputError(f"{folder} holds checkpoints of an earlier run and ckpt_path=null: "
-                             "use ckpt_path=last to resume it, or another out_dir / run_id")
-        return None
-    if not Path(cfg.ckpt_path).is_file():
-        raise InputError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
-    return str(cfg.ckpt_path)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -69,31 +61,45 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
+    """`best.ckpt` (lowest `early_stopping.monitor`), `last.ckpt`, early stopping."""
     monitor = cfg.early_stopping.monitor
-    chosen = [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
-                              mode="min"),
-              ModelCheckpoint(dirpath=out_dir / "checkpoints", save_top_k=0, save_last=True)]
+    chosen: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
+                        mode="min"),
+        LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_batches)]
     if cfg.early_stopping.patience:
         chosen.append(EarlyStopping(monitor, patience=cfg.early_stopping.patience))
     return chosen
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @reports_input_errors
 def train(cfg: DictConfig) -> dict[str, Any]:
     """The whole command; returns what separation.json holds."""
     check_settings(cfg)
+    check_launch(cfg.trainer, is_multirun())
     out_dir = Path(cfg.out_dir)
-    resume = checkpoint_to_resume(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+    resume = checkpoint_to_resume(cfg.ckpt_path, out_dir)
     datamodule: ContrastiveDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
     module = build_module(cfg, datamodule.image_shape)
+    csv = ResumableCSVLogger(out_dir)
+    chosen = callbacks(cfg, out_dir)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks(cfg, out_dir),
-        logger=ResumableCSVLogger(out_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    best = trainer.checkpoint_callback.best_model_path or None
+        cfg.trainer, callbacks=[*chosen, RewindLogsOnResume(csv)], logger=[csv],
+        plugins=cluster_plugins() or None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        sys.exit(next(c for c in chosen if isinstance(c, LastCheckpoint)).exit_status)
+    if not trainer.is_global_zero:  # the other DDP ranks are done
+        return {}
+    best = next(c for c in chosen if isinstance(c, ModelCheckpoint)).best_model_path or None
     module = load_module(best) if best else module.eval()
     summary = {"checkpoint": best, "spaces": {}}
     for split in ("train", "val"):

@@ -16,7 +16,7 @@ from neurocvae.errors import InputError
 
 # The parts of a neurocvae-train configuration that define the model (stored in checkpoints).
 MODEL_KEYS = ("arch", "shared_dim", "salient_dim", "discriminator", "beta", "gamma", "optimizer",
-              "discriminator_optimizer", "model")
+              "discriminator_optimizer", "model", "seed")
 
 
 def build_module(cfg: DictConfig | dict[str, Any], input_shape: Sequence[int]
@@ -30,14 +30,15 @@ def build_module(cfg: DictConfig | dict[str, Any], input_shape: Sequence[int]
                                              input_dim=cfg.shared_dim + cfg.salient_dim)
                      if cfg.discriminator else None)
     record = {key: OmegaConf.to_container(cfg[key], resolve=True)
-              if OmegaConf.is_config(cfg[key]) else cfg[key] for key in MODEL_KEYS}
+              if OmegaConf.is_config(cfg.get(key)) else cfg.get(key) for key in MODEL_KEYS}
     record["input_shape"] = shape
     return ContrastiveModule(
         nets=nets, discriminator=discriminator, beta=hydra.utils.instantiate(cfg.beta),
         gamma=hydra.utils.instantiate(cfg.gamma),
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         discriminator_optimizer=hydra.utils.instantiate(cfg.discriminator_optimizer),
-        config=record, **OmegaConf.to_container(cfg.model, resolve=True))
+        seed=record["seed"] or 0, config=record,
+        **OmegaConf.to_container(cfg.model, resolve=True))
 
 
 def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"

@@ -31,7 +31,7 @@ def product_of_marginals(shared: torch.Tensor, salient: torch.Tensor, mode: str 
     appended unswapped. `per_dim`: every dimension permuted on its own (FactorVAE, full TC).
     """
     batch = len(shared)
-    index = lambda: torch.randperm(batch, generator=generator).to(shared.device)  # noqa: E731
+    index = lambda: torch.randperm(batch, generator=generator, device=shared.device)  # noqa: E731
     if mode == "permute":
         return torch.cat([shared, salient[index()]], dim=1)
     if mode == "half_swap":
@@ -113,8 +113,8 @@ class DiscriminatorWatch:
             return "at chance"
         return "saturated" if accuracy >= self.saturation else None
 
-    def update(self, epoch: int, accuracy: float) -> str | None:
-        """Record one epoch's accuracy; return (and warn) a message when D has just been stuck
+    def update(self, epoch: int, accuracy: float, *, warn: bool = True) -> str | None:
+        """Record one epoch's accuracy; return (and `warn`) a message when D has just been stuck
         for `patience` epochs."""
         self.history.append(accuracy)
         states = [self.state(a) for a in self.history[-self.patience - 1:]]
@@ -130,5 +130,6 @@ class DiscriminatorWatch:
                    "already or the discriminator cannot learn (check train/disc_loss against "
                    "2 ln 2 = 1.386); saturated, it wins outright. Consider another γ, "
                    "discriminator width or learning rate.")
-        warnings.warn(message, DiscriminatorWarning, stacklevel=2)
+        if warn:
+            warnings.warn(message, DiscriminatorWarning, stacklevel=2)
         return message

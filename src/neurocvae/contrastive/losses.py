@@ -73,13 +73,15 @@ def decoder_l2(decoder: torch.nn.Module) -> torch.Tensor:
                if name.endswith("weight") and p.dim() > 1)
 
 
-def decoder_gradient_penalty(decode, code: torch.Tensor) -> torch.Tensor:
+def decoder_gradient_penalty(decode, code: torch.Tensor,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
     """Scalar: E‖∇_z ⟨G(z), u⟩‖² with u ~ N(0, I), an unbiased estimate of the squared Frobenius
     norm of the decoder's Jacobian ‖∂G/∂z‖²_F (RAE-GP), averaged over the batch; one extra
     backward pass instead of one per output voxel. It regularises the decoder only: the codes
     are detached."""
     code = code.detach().requires_grad_(True)
     output = decode(code)
-    (grad,) = torch.autograd.grad((output * torch.randn_like(output)).sum(), code,
-                                  create_graph=True)
+    projection = torch.randn(output.shape, generator=generator, device=output.device,
+                             dtype=output.dtype)
+    (grad,) = torch.autograd.grad((output * projection).sum(), code, create_graph=True)
     return grad.square().sum(1).mean()

@@ -12,11 +12,20 @@ Backgrounds are decoded from [z_bg ‖ 0]. β_t, γ_t follow their schedules ove
 batch counter, which checkpoints carry. A non-finite loss or gradient raises `TrainingDiverged`
 before any weight changes.
 
-Logged (`train/…` per step and epoch, `val/…` per epoch): `loss`, `rec`, `rec_target`,
-`rec_background`, `kl_salient`, `kl_shared_target`, `kl_shared_background` (RAE: `code_…`),
-`tc`, `background_salient`, `shared_mmd`, `decoder_reg`, `disc_loss`, `disc_acc`,
-`disc_acc_joint`, `disc_acc_product`, `beta`, `gamma`, `grad_norm`. `val/rec` does not move with
-β or γ: it is the quantity early stopping and the best checkpoint watch.
+Random draws (the code noise, the discriminator's permutation, the gradient penalty's
+projections) come from a generator seeded by (seed, rank, batch): each DDP rank draws its own,
+and a run resumed from any checkpoint draws exactly what an uninterrupted run would have.
+
+Under DDP every rank encodes, permutes and discriminates its own batch (codes are not gathered
+across ranks: the product of marginals pairs subjects within a device's batch) and gradients are
+averaged by DDP. Each step's logged values are averaged over ranks (one all-reduce per step), so
+every rank holds the same epoch means; the schedules' batch counter is the same on every rank.
+
+Logged (`train/…_step` per step, `train/…_epoch` and `val/…` per epoch): `loss`, `rec`,
+`rec_target`, `rec_background`, `kl_salient`, `kl_shared_target`, `kl_shared_background`
+(RAE: `code_…`), `tc`, `background_salient`, `shared_mmd`, `decoder_reg`, `disc_loss`,
+`disc_acc`, `disc_acc_joint`, `disc_acc_product`, `beta`, `gamma`, `grad_norm`. `val/rec` does
+not move with β or γ: it is the quantity early stopping and the best checkpoint watch.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -81,7 +91,7 @@ class ContrastiveModule(pl.LightningModule):
                  shared_mmd_weight: float = 0.0, background_weight: float = 1.0,
                  decoder_reg: str = "none",
                  decoder_reg_weight: float = 0.0, gradient_clip: float | None = None,
-                 watch_patience: int = 3, channels_last: bool = False,
+                 watch_patience: int = 3, channels_last: bool = False, seed: int = 0,
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
         if product not in PRODUCTS:
@@ -102,7 +112,9 @@ class ContrastiveModule(pl.LightningModule):
         self.optimizer, self.discriminator_optimizer = optimizer, discriminator_optimizer
         self.batches_seen = 0  # training batches so far: the schedules' clock
         self.watch = DiscriminatorWatch(patience=watch_patience)
-        self._epoch_accuracy: list[float] = []
+        self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's training logs, summed
+        self.epoch_batches = 0
+        self.epoch_of_sums = -1
 
     # --- the model ------------------------------------------------------------------------
 
@@ -110,16 +122,25 @@ class ContrastiveModule(pl.LightningModule):
     def stochastic(self) -> bool:
         return self.nets.stochastic
 
-    def _code(self, mu: torch.Tensor, logvar: torch.Tensor | None,
-              sample: bool) -> torch.Tensor:
-        if logvar is None or not sample:
+    def generator(self, *salt: int) -> torch.Generator:
+        """A generator on the module's device seeded by (seed, rank, batches seen, *salt)."""
+        key = [self.hparams.seed, self.global_rank, self.batches_seen, *salt]
+        seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @staticmethod
+    def _code(mu: torch.Tensor, logvar: torch.Tensor | None,
+              generator: torch.Generator | None) -> torch.Tensor:
+        if logvar is None or generator is None:
             return mu
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + noise * torch.exp(0.5 * logvar)
 
     def forward_pass(self, target: torch.Tensor, background: torch.Tensor, *,
-                     sample: bool) -> Pass:
+                     sample: torch.Generator | None) -> Pass:
         """Encode both sets (one call per encoder, so normalisation sees both) and decode
-        targets from [z ‖ s] and backgrounds from [z ‖ 0]."""
+        targets from [z ‖ s] and backgrounds from [z ‖ 0]; codes are sampled with the
+        generator `sample`, or are the means when it is None."""
         n = len(target)
         both = torch.cat([target, background]).contiguous(memory_format=self.layout)
         penalised = self.hparams.background_salient != "none"
@@ -141,9 +162,10 @@ class ContrastiveModule(pl.LightningModule):
     # --- the loss -------------------------------------------------------------------------
 
     def terms(self, p: Pass, target: torch.Tensor, background: torch.Tensor, *,
-              training: bool = True) -> dict[str, torch.Tensor]:
+              training: bool = True, generator: torch.Generator | None = None
+              ) -> dict[str, torch.Tensor]:
         """Every loss term (scalars, batch means), unweighted; the decoder regulariser only in
-        `training`."""
+        `training` (the gradient penalty draws from `generator`)."""
         tg, bg = slice(0, p.n), slice(p.n, 2 * p.n)
         alpha = self.hparams.alpha
         t: dict[str, torch.Tensor] = {
@@ -173,7 +195,8 @@ class ContrastiveModule(pl.LightningModule):
             t["decoder_reg"] = losses.decoder_l2(self.nets.decoder)
         elif training and self.hparams.decoder_reg == "gp":
             t["decoder_reg"] = losses.decoder_gradient_penalty(
-                self.nets.decoder, torch.cat([p.shared[tg], p.salient[tg]], dim=1))
+                self.nets.decoder, torch.cat([p.shared[tg], p.salient[tg]], dim=1),
+                generator=generator)
         return t
 
     def total(self, t: dict[str, torch.Tensor], beta: float, gamma: float) -> torch.Tensor:
@@ -198,12 +221,20 @@ class ContrastiveModule(pl.LightningModule):
                 self.gamma(self.batches_seen, per_epoch, total))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The batch counter, D's accuracy history and the epoch's running sums: the same on
+        every rank, so rank 0's copy serves all on resume."""
         checkpoint["batches_seen"] = self.batches_seen
         checkpoint["discriminator_accuracy"] = list(self.watch.history)
+        checkpoint["epoch_sums"] = {"epoch": self.epoch_of_sums, "batches": self.epoch_batches,
+                                    "sums": {k: v.cpu() for k, v in self.epoch_sums.items()}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.batches_seen = int(checkpoint.get("batches_seen", 0))
         self.watch.history = list(checkpoint.get("discriminator_accuracy", []))
+        running = checkpoint.get("epoch_sums", {})
+        self.epoch_of_sums = running.get("epoch", -1)
+        self.epoch_batches = running.get("batches", 0)
+        self.epoch_sums = dict(running.get("sums", {}))
 
     # --- training -------------------------------------------------------------------------
 
@@ -217,8 +248,9 @@ class ContrastiveModule(pl.LightningModule):
     def _step(self, optimizer: Any, loss: torch.Tensor, what: str,
               t: dict[str, torch.Tensor]) -> torch.Tensor:
         """Backward, check, clip and step one optimiser; returns the gradient norm."""
-        if not torch.isfinite(loss):
-            self._diverged(f"the {what} loss is {loss.item()}", t)
+        # every rank takes the same decision (the losses differ, the reduced gradients do not)
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss))):
+            self._diverged(f"the {what} loss is {loss.item()} (on at least one rank)", t)
         optimizer.zero_grad()
         self.manual_backward(loss)
         params = [p for group in optimizer.param_groups for p in group["params"]
@@ -245,24 +277,38 @@ class ContrastiveModule(pl.LightningModule):
         optimizers = self.optimizers()
         model_opt, *disc_opt = optimizers if isinstance(optimizers, list) else [optimizers]
         beta, gamma = self.schedule_weights()
+        draws = self.generator()
         with self.toggled_optimizer(model_opt):
-            p = self.forward_pass(target, background, sample=True)
-            t = self.terms(p, target, background)
+            p = self.forward_pass(target, background, sample=draws)
+            t = self.terms(p, target, background, generator=draws)
             t["loss"] = self.total(t, beta, gamma)
             grad_norm = self._step(model_opt, t["loss"], "model", t)
         logs = {**t, "beta": beta, "gamma": gamma, "grad_norm": grad_norm}
         if self.discriminator is not None:
             joint = p.joint.detach()
             product = product_of_marginals(p.shared[:p.n].detach(), p.salient[:p.n].detach(),
-                                           self.hparams.product)
+                                           self.hparams.product, generator=draws)
             with self.toggled_optimizer(disc_opt[0]):
                 logs["disc_loss"] = self.discriminator.loss(joint, product)
                 self._step(disc_opt[0], logs["disc_loss"], "discriminator", t)
             logs |= self._accuracy(joint, product)
-            self._epoch_accuracy.append(float(logs["disc_acc"]))
         self.batches_seen += 1
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True,
-                      batch_size=p.n, sync_dist=True)
+        self._log_training(logs)
+
+    def _log_training(self, logs: dict[str, Any]) -> None:
+        """Log this step's values, averaged over ranks, and add them to the epoch's sums."""
+        names = sorted(logs)
+        values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32, device=self.device)
+                              .detach() for k in names])
+        values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        if self.epoch_of_sums != self.current_epoch:  # a new epoch (or sums of a past one)
+            self.epoch_sums, self.epoch_batches = {}, 0
+            self.epoch_of_sums = self.current_epoch
+        for name, value in zip(names, values, strict=True):
+            self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + value.to(torch.float64)
+        self.epoch_batches += 1
+        self.log_dict({f"train/{k}_step": v for k, v in zip(names, values, strict=True)},
+                      on_step=True, on_epoch=False)
 
     def _accuracy(self, joint: torch.Tensor, product: torch.Tensor) -> dict[str, float]:
         on_joint, on_product = self.discriminator.accuracy(joint, product)
@@ -270,19 +316,27 @@ class ContrastiveModule(pl.LightningModule):
                 "disc_acc": (on_joint + on_product) / 2}
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_accuracy:
-            accuracy = sum(self._epoch_accuracy) / len(self._epoch_accuracy)
-            self.watch.update(self.current_epoch, accuracy)  # warns when D is stuck
-        self._epoch_accuracy = []
+        """Log the epoch means of the training values (straight to the loggers, so they are on
+        disk before the epoch's checkpoint); warn when D is stuck (rank 0)."""
+        if self.epoch_of_sums != self.current_epoch or not self.epoch_batches:
+            return
+        means = {k: float(v) / self.epoch_batches for k, v in self.epoch_sums.items()}
+        row = {f"train/{k}_epoch": v for k, v in means.items()} | {"epoch": self.current_epoch}
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.batches_seen - 1)
+        if "disc_acc" in means:
+            self.watch.update(self.current_epoch, means["disc_acc"],
+                              warn=self.trainer.is_global_zero)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Every term at the code means, with fixed weights (β = 1): `val/rec` moves with the
         model only."""
         target, background = batch["target"]["image"], batch["background"]["image"]
-        p = self.forward_pass(target, background, sample=False)
+        p = self.forward_pass(target, background, sample=None)
         t = self.terms(p, target, background, training=False)
         if self.discriminator is not None:
-            product = product_of_marginals(p.shared[:p.n], p.salient[:p.n], self.hparams.product)
+            product = product_of_marginals(p.shared[:p.n], p.salient[:p.n], self.hparams.product,
+                                           generator=self.generator(batch_idx))
             t["disc_loss"] = self.discriminator.loss(p.joint, product)
             t |= {k: torch.tensor(v) for k, v in self._accuracy(p.joint, product).items()}
         self.log_dict({f"val/{k}": v for k, v in t.items()}, on_epoch=True, batch_size=p.n,

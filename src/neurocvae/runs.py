@@ -1,0 +1,152 @@
+"""What lets a training run survive pre-emption and requeue (SCIENCE.md §9).
+
+- `checkpoints/last.ckpt` every N batches, at each epoch's end, and when the run is sent
+  SIGTERM or SIGUSR1: Lightning finishes the current batch, the checkpoint is written, and the
+  process exits with status 128 + the signal. Started again, the run resumes from it exactly.
+- One requeue mechanism per setting:
+  - plain `sbatch` (`#SBATCH --signal=SIGUSR1@90 --requeue`): on SIGUSR1, after the checkpoint,
+    rank 0 runs `scontrol requeue <job id>`. This is Lightning's SLURM auto-requeue moved to the
+    batch boundary: Lightning's own saves inside the signal handler, mid-step, and a run resumed
+    from that checkpoint trains one batch fewer than an uninterrupted one.
+  - Hydra's submitit launcher: submitit requeues (SIGUSR2 before the time limit, resubmitting
+    the job into the same folder); neurocvae does not.
+  Lightning's own auto-requeue is off in both.
+- Multirun and the subprocess DDP launcher never mix (each rank would re-run the whole sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from neurocvae.config import slurm_job_id
+from neurocvae.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_to_resume(ckpt_path: str | None, out_dir: Path) -> str | None:
+    """The checkpoint `trainer.fit` starts from: `last` (`checkpoints/last.ckpt`, if any),
+    None (a fresh start, refused over an earlier run's checkpoints) or a path."""
+    folder = out_dir / "checkpoints"
+    if ckpt_path == "last":
+        last = folder / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+        return None
+    if ckpt_path is None:
+        if any(folder.glob("*.ckpt")):
+            raise InputError(f"{folder} holds checkpoints of an earlier run and ckpt_path=null: "
+                             "use ckpt_path=last to resume it, or another out_dir / run_id")
+        return None
+    if not Path(ckpt_path).is_file():
+        raise InputError(f"ckpt_path={ckpt_path}: no such checkpoint")
+    return str(ckpt_path)
+
+
+class LastCheckpoint(Checkpoint):
+    """`last.ckpt`: every `every_n_batches` training batches, at each epoch's end, and when the
+    run is stopped by SIGTERM or SIGUSR1.
+
+    On SIGTERM Lightning finishes the current batch and raises `SIGTERMException` (on every
+    DDP rank at the same batch); this callback writes the checkpoint then. SIGUSR1 is routed to
+    the same handling and, in a SLURM job that submitit does not manage, requeues the job after
+    the checkpoint. A `Checkpoint`, so Lightning runs it after the other callbacks, whose state
+    it then holds.
+    """
+
+    def __init__(self, path: Path, every_n_batches: int | None = None) -> None:
+        self.path, self.every_n_batches = Path(path), every_n_batches
+        self.signal: int | None = None
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        # an epoch's last batch is saved at the epoch's end, after validation
+        if (self.every_n_batches and batch_idx + 1 < trainer.num_training_batches
+                and pl_module.batches_seen % self.every_n_batches == 0):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning has installed its SIGTERM handler by now (after on_fit_start)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        lightning = signal.getsignal(signal.SIGTERM)
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, self._recorder(lightning))
+
+    def _recorder(self, forward: Any) -> Any:
+        def handler(signum: int, frame: Any) -> None:
+            self.signal = signum
+            if callable(forward):
+                forward(signum, frame)
+        return handler
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        self._save(trainer)
+        log.warning("stopped by %s after batch %d: wrote %s; the same command resumes",
+                    signal.Signals(self.signal or signal.SIGTERM).name, pl_module.batches_seen,
+                    self.path)
+        if self.signal == signal.SIGUSR1 and trainer.is_global_zero and requeues_itself():
+            job = slurm_job_id()
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if done.returncode:
+                log.error("scontrol requeue %s failed: %s", job, done.stderr.strip())
+            else:
+                log.warning("requeued SLURM job %s", job)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal, the shell's convention for a process a signal stopped."""
+        return 128 + int(self.signal or signal.SIGTERM)
+
+
+def spawns_processes(trainer_cfg: DictConfig) -> bool:
+    """Whether Lightning will start the DDP ranks itself (by re-running this command), rather
+    than find them started by SLURM (`srun`, one task per device) or torchrun."""
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
+    several = str(devices) not in ("1", "[0]") or int(nodes or 1) > 1
+    return ("ddp" in strategy and "spawn" not in strategy and several
+            and not SLURMEnvironment.detect() and not TorchElasticEnvironment.detect())
+
+
+def check_launch(trainer_cfg: DictConfig, multirun: bool) -> None:
+    """Refuse a multirun whose jobs would start DDP ranks by re-running the command."""
+    if multirun and spawns_processes(trainer_cfg):
+        raise InputError(
+            "a multirun (-m) with a multi-process trainer: Lightning starts each DDP rank by "
+            "re-running the command, so every rank would re-run the whole sweep. Use "
+            "hydra/launcher=slurm (SLURM starts one task per GPU), or run the points as "
+            "separate single runs")
+
+
+def requeues_itself() -> bool:
+    """Whether this is a SLURM job that neurocvae requeues (submitit requeues its own)."""
+    return SLURMEnvironment.detect() and os.environ.get("SUBMITIT_EXECUTOR") != "slurm"
+
+
+def cluster_plugins() -> list[Any]:
+    """Under SLURM, Lightning's auto-requeue is turned off (see the module's docstring)."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
