@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from neurocvae.contrastive.build import build_module, load_module
+from neurocvae.contrastive.module import draw_seed
 from neurocvae.errors import TrainingDiverged
 from tests.conftest import compose_config
 
@@ -162,3 +163,13 @@ def test_rae_codes_are_deterministic_and_regularised(tmp_path):
             "decoder_reg"} <= set(terms) and not any(k.startswith("kl_") for k in terms)
     trainer(tmp_path, limit_train_batches=2, limit_val_batches=1).fit(model, batches(),
                                                                       batches(seed=1))
+
+
+def test_random_draws_differ_between_ranks_and_batches_and_repeat_on_resume():
+    seeds = {(rank, batch): draw_seed(42, rank, batch) for rank in range(4)
+             for batch in range(50)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert draw_seed(42, 1, 7) == seeds[1, 7] and draw_seed(43, 1, 7) != seeds[1, 7]
+    permutations = {rank: torch.randperm(8, generator=torch.Generator().manual_seed(
+        draw_seed(42, rank, 0))).tolist() for rank in range(4)}
+    assert len({tuple(p) for p in permutations.values()}) == 4  # each rank permutes its own way

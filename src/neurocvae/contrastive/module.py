@@ -72,6 +72,12 @@ class Pass:
         return torch.cat([self.shared[:self.n], self.salient[:self.n]], dim=1)
 
 
+def draw_seed(seed: int, rank: int, batch: int, *salt: int) -> int:
+    """The seed of one rank's random draws at one batch: independent across ranks and batches,
+    and the same whenever the run reaches that batch (resumed or not)."""
+    return int(np.random.SeedSequence([seed, rank, batch, *salt]).generate_state(1)[0])
+
+
 def rows(t: torch.Tensor | None, part: slice) -> torch.Tensor | None:
     return None if t is None else t[part]
 
@@ -123,9 +129,8 @@ class ContrastiveModule(pl.LightningModule):
         return self.nets.stochastic
 
     def generator(self, *salt: int) -> torch.Generator:
-        """A generator on the module's device seeded by (seed, rank, batches seen, *salt)."""
-        key = [self.hparams.seed, self.global_rank, self.batches_seen, *salt]
-        seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+        """A generator on the module's device for this rank and batch (`draw_seed`)."""
+        seed = draw_seed(self.hparams.seed, self.global_rank, self.batches_seen, *salt)
         return torch.Generator(device=self.device).manual_seed(seed)
 
     @staticmethod
