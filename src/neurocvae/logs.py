@@ -1,15 +1,25 @@
-"""The CSV log (always written), which a resumed run continues where its checkpoint left off."""
+"""The loggers of a training run: the CSV log (always written), which a resumed run continues
+where its checkpoint left off, and W&B (`logger=wandb`), whose run a resumed run continues."""
 
 from __future__ import annotations
 
 import csv
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import CSVLogger
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
+
+from neurocvae.errors import InputError
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -55,3 +65,98 @@ class RewindLogsOnResume(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.ckpt_path:
             self.logger.rewind(pl_module.batches_seen)
+
+
+WANDB_ID_FILE = "wandb_id"
+
+
+def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
+                 group: str | None = None, config: Mapping[str, Any] | None = None
+                 ) -> WandbLogger:
+    """A W&B run in `<out_dir>/wandb` (`settings`: conf/logger/wandb.yaml). Its id is read from
+    `<out_dir>/wandb_id`, or made and written there (rank 0), so a resumed run logs into the
+    same W&B run."""
+    id_file = out_dir / WANDB_ID_FILE
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(6)
+        if rank_zero_only.rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(run_id + "\n")
+    return WandbLogger(project=settings["project"], entity=settings.get("entity"),
+                       group=settings.get("group") or group, tags=list(settings.get("tags") or []),
+                       name=name, id=run_id, save_dir=str(out_dir), mode=settings["mode"],
+                       config=dict(config or {}), log_model=False)
+
+
+@contextmanager
+def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
+                ) -> Iterator[tuple[list[Logger], list[pl.Callback]]]:
+    """The loggers of a `neurocvae-train` run and the callbacks they need: the CSV log, and with
+    `logger=wandb` the W&B run, started here on rank 0 so that a bad setting fails before
+    training, and finished on the way out (a later run in the same process, such as the next
+    job of a multirun, then starts its own)."""
+    csv = ResumableCSVLogger(out_dir)
+    loggers: list[Logger] = [csv]
+    callbacks: list[pl.Callback] = [RewindLogsOnResume(csv)]
+    settings = cfg.get("logger")
+    if settings:
+        import wandb
+
+        w = wandb_logger(settings, out_dir,
+                         name="/".join(out_dir.parts[-2:]) if multirun else out_dir.name,
+                         group=str(cfg.run_id) if multirun else None,
+                         config=OmegaConf.to_container(cfg, resolve=True))
+        if rank_zero_only.rank == 0:
+            try:
+                w.experiment  # noqa: B018 (starts the W&B run)
+            except wandb.errors.Error as error:
+                raise InputError(f"logger=wandb (mode={settings['mode']}): "
+                                 f"{str(error).rstrip('.')}. Log in "
+                                 "(`wandb login` or WANDB_API_KEY) or use logger.mode=offline"
+                                 ) from error
+        loggers.append(w)
+        if settings.get("log_images"):
+            callbacks.append(LogReconstructions())
+    try:
+        yield loggers, callbacks
+    finally:
+        if settings and rank_zero_only.rank == 0:
+            import wandb
+
+            wandb.finish()
+
+
+def middle_slices(volume: torch.Tensor) -> np.ndarray:
+    """[X, Y, Z] → one [H, W] picture of the three middle slices side by side, in [0, 1]."""
+    v = volume.detach().float().cpu().numpy()
+    x, y, z = (n // 2 for n in v.shape)
+    slices = [np.rot90(v[x]), np.rot90(v[:, y]), np.rot90(v[:, :, z])]
+    height = max(s.shape[0] for s in slices)
+    padded = [np.pad(s, ((0, height - s.shape[0]), (0, 0))) for s in slices]
+    picture = np.concatenate(padded, axis=1)
+    low, high = picture.min(), picture.max()
+    return (picture - low) / (high - low) if high > low else np.zeros_like(picture)
+
+
+class LogReconstructions(pl.Callback):
+    """Each validation epoch, the first validation target and its reconstruction (middle
+    slices) to the W&B loggers, under `val/reconstruction`. Only with `logger.log_images=true`:
+    these are pictures of a subject's brain."""
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if batch_idx or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        image = batch["target"]["image"][:1]
+        with torch.no_grad():
+            reconstruction = pl_module.forward_pass(image, batch["background"]["image"][:1],
+                                                    sample=None).reconstruction[0]
+        pictures = [middle_slices(image[0, 0]), middle_slices(reconstruction[0])]
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("val/reconstruction", pictures,
+                                 step=pl_module.batches_seen - 1,  # the epoch's last batch
+                                 caption=["input", "reconstruction"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import encode_split
 from neurocvae.evaluation.scores import SPACES, separation
-from neurocvae.logs import ResumableCSVLogger, RewindLogsOnResume
+from neurocvae.logs import run_loggers
 from neurocvae.runs import (
     LastCheckpoint,
     check_launch,
@@ -83,20 +84,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_launch(cfg.trainer, is_multirun())
     out_dir = Path(cfg.out_dir)
     resume = checkpoint_to_resume(cfg.ckpt_path, out_dir)
+    if resume:  # the run's own checkpoints, expected there
+        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
     datamodule: ContrastiveDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
     module = build_module(cfg, datamodule.image_shape)
-    csv = ResumableCSVLogger(out_dir)
     chosen = callbacks(cfg, out_dir)
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=[*chosen, RewindLogsOnResume(csv)], logger=[csv],
-        plugins=cluster_plugins() or None)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    except SIGTERMException:
-        sys.exit(next(c for c in chosen if isinstance(c, LastCheckpoint)).exit_status)
+    with run_loggers(cfg, out_dir, multirun=is_multirun()) as (loggers, logging_callbacks):
+        trainer: pl.Trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=[*chosen, *logging_callbacks], logger=loggers,
+            plugins=cluster_plugins() or None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        except SIGTERMException:
+            sys.exit(next(c for c in chosen if isinstance(c, LastCheckpoint)).exit_status)
     if not trainer.is_global_zero:  # the other DDP ranks are done
         return {}
     best = next(c for c in chosen if isinstance(c, ModelCheckpoint)).best_model_path or None

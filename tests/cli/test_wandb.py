@@ -1,0 +1,93 @@
+"""`logger=wandb`: an offline W&B run beside the CSV log, whose id a resumed run keeps (and whose
+curves it continues), with subject images only on request and a clear error when online
+logging cannot start."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from neurocvae.cli.train import train
+from tests.cli.conftest import overrides
+from tests.conftest import compose_config
+
+BLOCK = 32768  # the .wandb file is a LevelDB-style log of protobuf records in 32 KiB blocks
+
+
+def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    data, records, pos, pending = path.read_bytes(), [], 7, b""  # 7: the file's W&B header
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (length == 0 and kind == 0):  # block trailer or padding
+            pos += left
+            continue
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def offline_runs(out_dir: Path) -> list[Path]:
+    return sorted((out_dir / "wandb").glob("offline-run-*"))
+
+
+def logged_steps(run: Path) -> list[int]:
+    (log,) = run.glob("run-*.wandb")
+    steps = []
+    for record in wandb_records(log):
+        if record.WhichOneof("record_type") == "history":
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                     for i in record.history.item}
+            steps.append(items.get("trainer/global_step"))
+    return [s for s in steps if s is not None]
+
+
+def run(sets, out_dir: Path, *extra: str) -> dict:
+    return train(compose_config("train", overrides(sets, out_dir, "logger=wandb", *extra)))
+
+
+def test_a_resumed_offline_run_keeps_its_id_and_continues_its_curves(sets, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline because the config says so
+    run(sets, tmp_path)
+    run_id = (tmp_path / "wandb_id").read_text().strip()
+    (first,) = offline_runs(tmp_path)
+    assert first.name.endswith(run_id)
+    assert not list(first.rglob("*.png"))  # no pictures of subjects unless asked
+    assert logged_steps(first)[:3] == [0, 1, 2]  # one batch per row, as in metrics.csv
+
+    run(sets, tmp_path, "trainer.max_epochs=2")  # the same command, one epoch more: resumes
+    assert (tmp_path / "wandb_id").read_text().strip() == run_id
+    second = next(r for r in offline_runs(tmp_path) if r != first)
+    assert second.name.endswith(run_id)  # `wandb sync` appends it to the same W&B run
+    assert min(logged_steps(second)) == 3  # the second epoch's batches, after the first's
+    assert pd.read_csv(tmp_path / "logs" / "metrics.csv")["train/loss_step"].notna().sum() == 6
+
+
+def test_subject_images_only_when_the_flag_asks(sets, tmp_path):
+    run(sets, tmp_path, "logger.log_images=true")
+    (offline,) = offline_runs(tmp_path)
+    pictures = list(offline.rglob("reconstruction_*.png"))  # one epoch: input, reconstruction
+    assert len(pictures) == 2 and {p.parent.name for p in pictures} == {"val"}
+
+
+def test_online_logging_without_a_key_fails_before_training(sets, tmp_path, monkeypatch,
+                                                            capsys):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    with pytest.raises(SystemExit) as exit_:
+        run(sets, tmp_path / "run", "logger.mode=online")
+    assert exit_.value.code == 2
+    assert "logger.mode=offline" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
