@@ -5,7 +5,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -90,22 +89,27 @@ def test_a_fresh_start_will_not_mix_with_an_earlier_run(sets, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_installed_command_multirun_gives_one_run_folder_per_job(sets, tmp_path):
+def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tmp_path):
     help_text = subprocess.run([TRAIN_COMMAND, "--help"], capture_output=True, text=True,
                                check=True)
-    assert "neurocvae-train" in help_text.stdout and "experiment" in help_text.stdout
+    assert "neurocvae-train" in help_text.stdout and "sweep" in help_text.stdout
     done = subprocess.run(
-        [TRAIN_COMMAND, "-m", *overrides(sets, None), "gamma.value=0,1",
-         "beta=constant,cyclical", "run_id=sweep", "hydra.sweep.dir=" + str(tmp_path / "sweep")],
+        [TRAIN_COMMAND, "-m", "sweep=ablations", *overrides(sets, None), "run_id=sweep",
+         "hydra.sweep.dir=" + str(tmp_path / "sweep")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    jobs = sorted((tmp_path / "sweep").iterdir())
-    assert [j.name for j in jobs if j.is_dir()] == ["0", "1", "2", "3"]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    experiments = {}
     for job in jobs:
-        if job.is_dir():
-            assert (job / "checkpoints" / "last.ckpt").is_file()
-            assert (job / "separation.json").is_file()
-            assert (job / "logs" / "metrics.csv").is_file()
-    gammas = {float(np.round(pd.read_csv(j / "logs" / "metrics.csv")["train/gamma_step"]
-                             .dropna().iloc[0], 3)) for j in jobs if j.is_dir()}
-    assert gammas == {0.0, 1.0}
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert (job / "separation.json").is_file()
+        metrics = pd.read_csv(job / "logs" / "metrics.csv")
+        assert metrics["val/rec"].notna().any()
+        (chosen,) = [o for o in (job / ".hydra" / "overrides.yaml").read_text().split()
+                     if o.startswith("experiment=")]
+        experiments[chosen.removeprefix("experiment=")] = (job, metrics)
+    assert set(experiments) == {"cvae", "no_discriminator", "no_kl", "rae"}
+    assert "train/tc_step" not in experiments["no_discriminator"][1]
+    assert (experiments["no_kl"][1]["train/beta_step"].dropna() == 0).all()
+    assert (experiments["rae"][0] / "density" / "salient.npz").is_file()
