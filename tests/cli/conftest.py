@@ -1,11 +1,14 @@
-"""What the `neurocvae-train` tests share: two tiny sets on disk and tiny-model overrides."""
+"""What the `neurocvae-train` tests share: two tiny sets on disk, tiny-model overrides, and a
+reader of offline W&B runs."""
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
 import pytest
+from wandb.proto import wandb_internal_pb2
 
 from tests.data.conftest import write_cohort
 
@@ -34,3 +37,30 @@ def overrides(sets, out_dir: Path | None, *extra: str) -> list[str]:
     folder = [f"out_dir={out_dir}"] if out_dir else []
     return [*TINY, f"data.target={target}", f"data.background={background}",
             f"data.cache_dir={target.parent / 'cache'}", *folder, *extra]
+
+
+BLOCK = 32768  # the .wandb file is a LevelDB-style log of protobuf records in 32 KiB blocks
+
+
+def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """The records of an offline W&B run's `run-<id>.wandb` file."""
+    data, records, pos, pending = path.read_bytes(), [], 7, b""  # 7: the file's W&B header
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (length == 0 and kind == 0):  # block trailer or padding
+            pos += left
+            continue
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def offline_runs(out_dir: Path) -> list[Path]:
+    """The offline W&B runs written in a run folder, oldest first."""
+    return sorted((out_dir / "wandb").glob("offline-run-*"))

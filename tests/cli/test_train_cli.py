@@ -14,7 +14,7 @@ from neurocvae.config import config_dir
 from neurocvae.contrastive.build import load_module
 from neurocvae.contrastive.density import sample_mixture
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
-from tests.cli.conftest import TRAIN_COMMAND, overrides
+from tests.cli.conftest import TRAIN_COMMAND, offline_runs, overrides, wandb_records
 from tests.conftest import compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
@@ -95,7 +95,7 @@ def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tm
     assert "neurocvae-train" in help_text.stdout and "sweep" in help_text.stdout
     done = subprocess.run(
         [TRAIN_COMMAND, "-m", "sweep=ablations", *overrides(sets, None), "run_id=sweep",
-         "hydra.sweep.dir=" + str(tmp_path / "sweep")],
+         "logger=wandb", "hydra.sweep.dir=" + str(tmp_path / "sweep")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
@@ -113,3 +113,12 @@ def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tm
     assert "train/tc_step" not in experiments["no_discriminator"][1]
     assert (experiments["no_kl"][1]["train/beta_step"].dropna() == 0).all()
     assert (experiments["rae"][0] / "density" / "salient.npz").is_file()
+    # one W&B run per point (the jobs run one after another in one process), grouped by sweep
+    runs = {}
+    for job in jobs:
+        (offline,) = offline_runs(job)
+        (log,) = offline.glob("run-*.wandb")
+        (run,) = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
+        runs[run.run_id] = (run.run_group, run.display_name)
+    assert len(runs) == 4
+    assert sorted(runs.values()) == [("sweep", f"sweep/{n}") for n in "0123"]

@@ -5,40 +5,14 @@ logging cannot start."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from wandb.proto import wandb_internal_pb2
 
 from neurocvae.cli.train import train
-from tests.cli.conftest import overrides
+from tests.cli.conftest import offline_runs, overrides, wandb_records
 from tests.conftest import compose_config
-
-BLOCK = 32768  # the .wandb file is a LevelDB-style log of protobuf records in 32 KiB blocks
-
-
-def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    data, records, pos, pending = path.read_bytes(), [], 7, b""  # 7: the file's W&B header
-    while pos + 7 <= len(data):
-        left = BLOCK - pos % BLOCK
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
-        if left < 7 or (length == 0 and kind == 0):  # block trailer or padding
-            pos += left
-            continue
-        pending += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a whole record, or the last piece of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def offline_runs(out_dir: Path) -> list[Path]:
-    return sorted((out_dir / "wandb").glob("offline-run-*"))
 
 
 def logged_steps(run: Path) -> list[int]:

@@ -8,6 +8,7 @@ re-split (a re-split would leak test subjects into training across runs).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -75,7 +76,11 @@ def load_or_make_splits(frame: pd.DataFrame, path: str | Path, fractions: Mappin
     split = assign_splits(frame, fractions, seed=seed, stratify=stratify)
     splits = {name: frame["subject_id"][split == name].tolist() for name in fractions}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings, "splits": splits}, indent=1))
+    # written whole, then renamed: DDP ranks started together by SLURM may all make the same
+    # splits at once, and none may read a half-written file
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"settings": settings, "splits": splits}, indent=1))
+    os.replace(partial, path)
     return splits
 
 
