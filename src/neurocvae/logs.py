@@ -153,7 +153,7 @@ class LogReconstructions(pl.Callback):
         image = batch["target"]["image"][:1]
         with torch.no_grad():
             reconstruction = pl_module.forward_pass(image, batch["background"]["image"][:1],
-                                                    sample=None).reconstruction[0]
+                                                    draws=None).reconstruction[0]
         pictures = [middle_slices(image[0, 0]), middle_slices(reconstruction[0])]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -37,7 +37,7 @@ def trainer(tmp_path, epochs: int = 1, callbacks=(), **kwargs) -> pl.Trainer:
 def test_a_perfect_reconstruction_scores_zero_against_its_own_set():
     model = module()
     target, background = torch.rand(2, 1, *SHAPE), torch.rand(2, 1, *SHAPE)
-    p = model.forward_pass(target, background, sample=None)
+    p = model.forward_pass(target, background, draws=None)
     p.reconstruction = torch.cat([target, background])
     terms = model.terms(p, target, background)
     assert terms["rec_target"] == 0 and terms["rec_background"] == 0
@@ -156,7 +156,7 @@ def test_a_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_rae_codes_are_deterministic_and_regularised(tmp_path):
     model = module("latent=deterministic")
     target = torch.rand(4, 1, *SHAPE)
-    p = model.forward_pass(target, target, sample=model.generator())
+    p = model.forward_pass(target, target, draws=model.generator())
     assert p.salient_logvar is None and torch.equal(p.salient, p.salient_mu)
     terms = model.terms(p, target, target)
     assert {"code_salient", "code_shared_target", "code_shared_background",

@@ -142,17 +142,17 @@ class ContrastiveModule(pl.LightningModule):
         return mu + noise * torch.exp(0.5 * logvar)
 
     def forward_pass(self, target: torch.Tensor, background: torch.Tensor, *,
-                     sample: torch.Generator | None) -> Pass:
+                     draws: torch.Generator | None) -> Pass:
         """Encode both sets (one call per encoder, so normalisation sees both) and decode
         targets from [z ‖ s] and backgrounds from [z ‖ 0]; codes are sampled with the
-        generator `sample`, or are the means when it is None."""
+        generator `draws`, or are the means when it is None."""
         n = len(target)
         both = torch.cat([target, background]).contiguous(memory_format=self.layout)
         penalised = self.hparams.background_salient != "none"
         salient_mu, salient_logvar = self.nets.salient_encoder(both if penalised else both[:n])
         shared_mu, shared_logvar = self.nets.shared_encoder(both)
-        salient = self._code(salient_mu, salient_logvar, sample)
-        shared = self._code(shared_mu, shared_logvar, sample)
+        salient = self._code(salient_mu, salient_logvar, draws)
+        shared = self._code(shared_mu, shared_logvar, draws)
         slot = torch.cat([salient[:n], salient.new_zeros(n, self.nets.salient_dim)])
         reconstruction = self.nets.decoder(torch.cat([shared, slot], dim=1))
         return Pass(n, salient_mu, salient_logvar, salient, shared_mu, shared_logvar, shared,
@@ -284,7 +284,7 @@ class ContrastiveModule(pl.LightningModule):
         beta, gamma = self.schedule_weights()
         draws = self.generator()
         with self.toggled_optimizer(model_opt):
-            p = self.forward_pass(target, background, sample=draws)
+            p = self.forward_pass(target, background, draws=draws)
             t = self.terms(p, target, background, generator=draws)
             t["loss"] = self.total(t, beta, gamma)
             grad_norm = self._step(model_opt, t["loss"], "model", t)
@@ -310,7 +310,8 @@ class ContrastiveModule(pl.LightningModule):
             self.epoch_sums, self.epoch_batches = {}, 0
             self.epoch_of_sums = self.current_epoch
         for name, value in zip(names, values, strict=True):
-            self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + value.to(torch.float64)
+            total = self.epoch_sums.get(name, torch.zeros((), dtype=torch.float64))
+            self.epoch_sums[name] = total.to(value.device) + value.to(torch.float64)
         self.epoch_batches += 1
         self.log_dict({f"train/{k}_step": v for k, v in zip(names, values, strict=True)},
                       on_step=True, on_epoch=False)
@@ -337,7 +338,7 @@ class ContrastiveModule(pl.LightningModule):
         """Every term at the code means, with fixed weights (β = 1): `val/rec` moves with the
         model only."""
         target, background = batch["target"]["image"], batch["background"]["image"]
-        p = self.forward_pass(target, background, sample=None)
+        p = self.forward_pass(target, background, draws=None)
         t = self.terms(p, target, background, training=False)
         if self.discriminator is not None:
             product = product_of_marginals(p.shared[:p.n], p.salient[:p.n], self.hparams.product,
