@@ -153,3 +153,30 @@ def test_under_slurm_the_job_id_names_the_run_and_sigusr1_requeues_it(sets, tmp_
     assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in again.stdout
     same_state(checkpoint(run_dir / "checkpoints" / "last.ckpt"),
                checkpoint(uninterrupted / "checkpoints" / "last.ckpt"))
+
+
+def test_a_ddp_run_sent_sigterm_stops_both_ranks_and_resumes_exactly(sets, tmp_path):
+    """Two gloo processes: SIGTERM to the launching one stops both at the same batch (no hang),
+    writes last.ckpt, and the same command again ends like an uninterrupted DDP run (each
+    rank's loader position and draws are restored)."""
+    ddp = ("trainer=ddp_cpu", "checkpoint.every_n_batches=null")
+    whole = tmp_path / "whole"
+    done = subprocess.run(command(sets, whole, *ddp), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    process = start_and_wait_for_step(command(sets, run_dir, *ddp), run_dir, 0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    left = checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert 1 <= left["batches_seen"] < BATCHES_PER_EPOCH // 2  # mid-epoch, 3 batches per rank
+
+    again = subprocess.run(command(sets, run_dir, *ddp), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    same_state(checkpoint(run_dir / "checkpoints" / "last.ckpt"),
+               checkpoint(whole / "checkpoints" / "last.ckpt"))
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "logs" / "metrics.csv"),
+                                  pd.read_csv(whole / "logs" / "metrics.csv"), rtol=1e-5)
