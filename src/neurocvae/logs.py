@@ -68,6 +68,7 @@ class RewindLogsOnResume(pl.Callback):
 
 
 WANDB_ID_FILE = "wandb_id"
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
@@ -100,7 +101,7 @@ def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
     csv = ResumableCSVLogger(out_dir)
     loggers: list[Logger] = [csv]
     callbacks: list[pl.Callback] = [RewindLogsOnResume(csv)]
-    settings = cfg.get("logger")
+    settings, w = cfg.get("logger"), None
     if settings:
         import wandb
 
@@ -122,10 +123,8 @@ def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
     try:
         yield loggers, callbacks
     finally:
-        if settings and rank_zero_only.rank == 0:
-            import wandb
-
-            wandb.finish()
+        if w is not None and rank_zero_only.rank == 0:
+            w.experiment.finish()
 
 
 def middle_slices(volume: torch.Tensor) -> np.ndarray:

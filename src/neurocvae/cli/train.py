@@ -5,7 +5,7 @@ each epoch's end, and on SIGTERM / SIGUSR1) and `checkpoints/best.ckpt` (best
 `early_stopping.monitor`), `logs/metrics.csv`, `separation.json` (how well each latent space of
 the best model separates the target groups), and for deterministic latents `density/` (the
 ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` it resumes from
-the newest checkpoint, to the batch (`neurocvae.runs`). Under DDP, rank 0 writes the files.
+`last.ckpt`, to the batch (`neurocvae.runs`). Under DDP, rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import encode_split
 from neurocvae.evaluation.scores import SPACES, separation
-from neurocvae.logs import run_loggers
+from neurocvae.logs import WANDB_MODES, run_loggers
 from neurocvae.runs import (
     LastCheckpoint,
     check_launch,
@@ -55,6 +55,12 @@ def check_settings(cfg: DictConfig) -> None:
     if cfg.data.batch_size < 2:
         raise InputError(f"data.batch_size={cfg.data.batch_size}: the discriminator's product "
                          "sample needs at least 2 targets per step (4 or more is better)")
+    every = cfg.checkpoint.every_n_batches
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
+                         "or null (a checkpoint at each epoch's end only)")
+    if cfg.get("logger") and cfg.logger.mode not in WANDB_MODES:
+        raise InputError(f"logger.mode={cfg.logger.mode}: expected one of {WANDB_MODES}")
     if "val" not in cfg.data.split_fractions:
         raise InputError(f"data.split_fractions {dict(cfg.data.split_fractions)} needs a 'val' "
                          f"split: early stopping and the best checkpoint watch "
