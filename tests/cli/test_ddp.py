@@ -72,3 +72,18 @@ def test_a_multirun_never_starts_ddp_ranks_by_rerunning_itself(monkeypatch):
     for name, value in {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "neurocvae"}.items():
         monkeypatch.setenv(name, value)  # SLURM started the ranks (one task per device)
     check_launch(local.trainer, multirun=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_the_gpu_ddp_config_trains_on_two_gpus_in_bf16(sets, tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [TRAIN_COMMAND, "trainer=ddp", "trainer.devices=2",
+         *overrides(sets, None, "data.batch_size=2", "trainer.max_epochs=1"),
+         f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["batches_seen"] == BATCHES_PER_RANK
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values()
+               if v.is_floating_point())
