@@ -75,15 +75,16 @@ def test_a_multirun_never_starts_ddp_ranks_by_rerunning_itself(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_the_gpu_ddp_config_trains_on_two_gpus_in_bf16(sets, tmp_path):
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_gpu_ddp_config_trains_in_bf16(sets, tmp_path):
+    gpus = min(torch.cuda.device_count(), 2)
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [TRAIN_COMMAND, "trainer=ddp", "trainer.devices=2",
+        [TRAIN_COMMAND, "trainer=ddp", f"trainer.devices={gpus}",
          *overrides(sets, None, "data.batch_size=2", "trainer.max_epochs=1"),
          f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["batches_seen"] == BATCHES_PER_RANK
+    assert state["batches_seen"] == 2 * BATCHES_PER_RANK // gpus  # 12 backgrounds, 2 per step
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values()
                if v.is_floating_point())
