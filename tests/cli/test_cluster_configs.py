@@ -1,11 +1,12 @@
 """The cluster configs compose: every point of every named sweep is a valid training config,
-the SLURM launcher starts one task per GPU with parameters submitit accepts, and the run id
-names a requeued job's folder again."""
+the SLURM launcher starts one task per GPU with parameters submitit accepts, the run id names a
+requeued job's folder again, and submitit jobs train in their sweep's folder."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 
 import pytest
 import submitit
@@ -14,6 +15,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from neurocvae.config import config_dir, run_id
+from tests.cli.conftest import TRAIN_COMMAND, overrides
 from tests.conftest import compose_config
 
 SETS = ["data.target=t.csv", "data.background=b.csv"]
@@ -79,3 +81,21 @@ def test_the_run_id_is_the_slurm_job_id_when_there_is_one(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "120")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     assert run_id() == "120_3"
+
+
+@pytest.mark.slow
+def test_submitit_jobs_train_in_the_sweep_folder_the_launching_process_named(sets, tmp_path):
+    """submitit's local executor stands in for SLURM: each point is a pickled submitit job in
+    its own process, started seconds after the sweep folder was named. The run id resolver is
+    cached, and Hydra copies the cache into the jobs, so they land in that folder (a
+    resubmitted job, too)."""
+    done = subprocess.run(
+        [TRAIN_COMMAND, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+         *overrides(sets, None), "gamma.value=0,1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multirun").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [".submitit", "0", "1"]
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        assert (sweep / job / "logs" / "metrics.csv").is_file()
