@@ -34,10 +34,9 @@ def logged_steps(run_dir: Path) -> list[int]:
     """Steps of the training rows in metrics.csv so far."""
     try:
         rows = pd.read_csv(run_dir / "logs" / "metrics.csv")
-    except (FileNotFoundError, pd.errors.EmptyDataError, KeyError):
+        return rows.dropna(subset=["train/loss_step"])["step"].astype(int).tolist()
+    except (FileNotFoundError, ValueError, KeyError):  # not written yet, or being written
         return []
-    return rows.dropna(subset=["train/loss_step"])["step"].astype(int).tolist() \
-        if "train/loss_step" in rows else []
 
 
 def start_and_wait_for_step(args: list[str], run_dir: Path, step: int,
