@@ -20,10 +20,11 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
@@ -92,16 +93,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resume = checkpoint_to_resume(cfg.ckpt_path, out_dir)
     if resume:  # the run's own checkpoints, expected there
         warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
-    datamodule: ContrastiveDataModule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
-    module = build_module(cfg, datamodule.image_shape)
     chosen = callbacks(cfg, out_dir)
     with run_loggers(cfg, out_dir, multirun=is_multirun()) as (loggers, logging_callbacks):
-        trainer: pl.Trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*chosen, *logging_callbacks], logger=loggers,
-            plugins=cluster_plugins() or None)
+        try:  # before any data work: the accelerator and devices must exist
+            trainer: pl.Trainer = hydra.utils.instantiate(
+                cfg.trainer, callbacks=[*chosen, *logging_callbacks], logger=loggers,
+                plugins=cluster_plugins() or None)
+        except InstantiationException as error:
+            if not isinstance(error.__cause__, MisconfigurationException):
+                raise
+            raise InputError(f"trainer settings (accelerator {cfg.trainer.accelerator}, devices "
+                             f"{cfg.trainer.devices}): {error.__cause__}") from error
+        datamodule: ContrastiveDataModule = hydra.utils.instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
+        module = build_module(cfg, datamodule.image_shape)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         except SIGTERMException:
