@@ -20,6 +20,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from neurocvae.errors import InputError
+from neurocvae.files import write_text_atomically
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -49,11 +50,11 @@ class ResumableCSVLogger(CSVLogger):
     @rank_zero_only
     def rewind(self, batches: int) -> None:
         """Drop the rows of batches ≥ `batches` (logged after the checkpoint a run resumes
-        from; the resumed run logs them again)."""
+        from; the resumed run logs them again). A kill meanwhile leaves the old file whole."""
         path = Path(self.experiment.metrics_file_path)
         if path.is_file():
             rows = pd.read_csv(path)
-            rows[rows["step"] < batches].to_csv(path, index=False)
+            write_text_atomically(path, rows[rows["step"] < batches].to_csv(index=False))
 
 
 class RewindLogsOnResume(pl.Callback):
@@ -78,13 +79,12 @@ def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
     `<out_dir>/wandb_id`, or made and written there (rank 0), so a resumed run logs into the
     same W&B run."""
     id_file = out_dir / WANDB_ID_FILE
-    if id_file.is_file():
-        run_id = id_file.read_text().strip()
-    else:
+    run_id = id_file.read_text().strip() if id_file.is_file() else ""
+    if not run_id:
         run_id = secrets.token_hex(6)
         if rank_zero_only.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
-            id_file.write_text(run_id + "\n")
+            write_text_atomically(id_file, run_id + "\n")
     return WandbLogger(project=settings["project"], entity=settings.get("entity"),
                        group=settings.get("group") or group, tags=list(settings.get("tags") or []),
                        name=name, id=run_id, save_dir=str(out_dir), mode=settings["mode"],

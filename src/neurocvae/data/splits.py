@@ -8,7 +8,6 @@ re-split (a re-split would leak test subjects into training across runs).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 
 from neurocvae.data.cohort import problem_list
 from neurocvae.errors import InputError
+from neurocvae.files import write_text_atomically
 
 
 def assign_splits(frame: pd.DataFrame, fractions: Mapping[str, float], *, seed: int,
@@ -76,11 +76,9 @@ def load_or_make_splits(frame: pd.DataFrame, path: str | Path, fractions: Mappin
     split = assign_splits(frame, fractions, seed=seed, stratify=stratify)
     splits = {name: frame["subject_id"][split == name].tolist() for name in fractions}
     path.parent.mkdir(parents=True, exist_ok=True)
-    # written whole, then renamed: DDP ranks started together by SLURM may all make the same
-    # splits at once, and none may read a half-written file
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(json.dumps({"settings": settings, "splits": splits}, indent=1))
-    os.replace(partial, path)
+    # DDP ranks started together by SLURM may all make the same splits at once, and none may
+    # read a half-written file
+    write_text_atomically(path, json.dumps({"settings": settings, "splits": splits}, indent=1))
     return splits
 
 
