@@ -88,13 +88,14 @@ def is_multirun() -> bool:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """The whole command; returns what separation.json holds."""
     check_settings(cfg)
-    check_launch(cfg.trainer, is_multirun())
+    multirun = is_multirun()
+    check_launch(cfg.trainer, multirun)
     out_dir = Path(cfg.out_dir)
     resume = checkpoint_to_resume(cfg.ckpt_path, out_dir)
     if resume:  # the run's own checkpoints, expected there
         warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
     chosen = callbacks(cfg, out_dir)
-    with run_loggers(cfg, out_dir, multirun=is_multirun()) as (loggers, logging_callbacks):
+    with run_loggers(cfg, out_dir, multirun=multirun) as (loggers, logging_callbacks):
         try:  # before any data work: the accelerator and devices must exist
             trainer: pl.Trainer = hydra.utils.instantiate(
                 cfg.trainer, callbacks=[*chosen, *logging_callbacks], logger=loggers,
