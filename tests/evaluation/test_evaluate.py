@@ -74,13 +74,16 @@ def test_evaluation_files_hold_what_they_claim(bench):
     latents = pd.read_csv(run / "eval" / "latents.csv")
     assert metrics["split"] == "test" and metrics["ground_truth"].endswith("ground_truth.csv")
     assert len(latents) == metrics["n"]["target"] + metrics["n"]["background"]
+    dimensions = {"salient": 8, "shared": 32}  # the default model's
     assert (latents.filter(like="salient_").shape[1], latents.filter(like="shared_").shape[1]) \
-        == (32, 32)
+        == (dimensions["salient"], dimensions["shared"])
     targets = latents[latents["role"] == "target"]
     assert np.allclose(targets["severity_A"], truth.loc[targets["subject_id"], "severity_A"])
     assert metrics["decoded"]["twins"] == metrics["n"]["target"]  # every patient has a twin
+    for score in ("disease_gain", "counterfactual_error", "map_peak_distance_mm"):
+        assert np.isfinite(metrics["decoded"][score]), score
     for space in ("salient", "shared"):
-        assert metrics[space]["dimensions"] == 32
+        assert metrics[space]["dimensions"] == dimensions[space]
         if metrics[space]["active"]:
             assert {"severity_A", "severity_B", "severity", "age", "u_warp", "site"} <= set(
                 metrics[space]["rsa_tau"])

@@ -8,8 +8,9 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import adjusted_rand_score, r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
+from neurocvae.contrastive.linear import contrastive_pca
 from neurocvae.evaluation import metrics
-from neurocvae.evaluation.baselines import contrastive_pca
+from neurocvae.evaluation.baselines import pca_variance_explained
 from neurocvae.evaluation.scores import score_latents, separation
 from neurocvae.evaluation.summary import cross_seed_stability
 
@@ -94,6 +95,31 @@ def test_energy_twin_error_and_map_correlation_by_hand():
     assert np.isnan(metrics.map_correlation(np.zeros_like(twin), image - twin, mask))
 
 
+def test_disease_gain_and_counterfactual_error_by_hand():
+    draw = np.random.default_rng(1)
+    twin = draw.uniform(size=(6, 6))
+    disease = np.zeros_like(twin)
+    disease[2:4, 2:4] = 0.1
+    image = twin + disease
+    blur = 0.01 * draw.normal(size=twin.shape)  # the same reconstruction error for both
+    assert metrics.disease_gain(image + blur, twin + blur, image, twin) == pytest.approx(1.0)
+    assert metrics.disease_gain(twin + blur, twin + blur, image, twin) == 0.0  # disease ignored
+    half = metrics.disease_gain(twin + disease / 2 + blur, twin + blur, image, twin)
+    assert half == pytest.approx(0.5)
+    # the counterfactual removes the disease down to the reconstruction error: ratio 1
+    assert metrics.counterfactual_error(twin + blur, twin, image + blur,
+                                        image) == pytest.approx(1.0)
+    assert metrics.counterfactual_error(image + blur, twin, image + blur, image) > 10
+
+
+def test_pca_variance_explained_is_one_for_data_in_its_span():
+    draw = np.random.default_rng(2)
+    basis = draw.normal(size=(3, 40))
+    train, test = draw.normal(size=(50, 3)) @ basis, draw.normal(size=(20, 3)) @ basis
+    assert pca_variance_explained(train, test, 3) == pytest.approx(1.0)
+    assert pca_variance_explained(train, test, 1) < 0.9
+
+
 def test_undefined_cases_give_nan_not_errors():
     one_group = np.array(["A"] * 10)
     codes = rng.normal(size=(10, 2))
@@ -175,3 +201,12 @@ def test_cross_seed_stability_is_one_for_the_same_arrangement_and_near_zero_for_
     assert cross_seed_stability([table, rotated], "salient") == pytest.approx(1.0)
     assert abs(cross_seed_stability([table, noise], "salient")) < 0.1
     assert np.isnan(cross_seed_stability([table], "salient"))
+
+
+def test_active_salient_dimensions_are_counted_over_targets_only():
+    """Backgrounds' salient codes are not constrained by any reconstruction: a dimension that
+    varies over backgrounds only is not an active salient dimension."""
+    train = latents_table()
+    noise = np.random.default_rng(3).normal(size=len(train))
+    train["salient_2"] = np.where(train["role"] == "background", noise, 0.0)
+    assert score_latents(train, train)["salient"]["active"] == 2

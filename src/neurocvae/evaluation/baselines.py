@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
+from neurocvae.contrastive.linear import contrastive_pca
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import known_columns
@@ -43,18 +44,12 @@ def split_volumes(datamodule: ContrastiveDataModule, split: str, role: str
     return table, np.concatenate(arrays)
 
 
-def contrastive_pca(target: np.ndarray, background: np.ndarray, components: int,
-                    alpha: float) -> np.ndarray:
-    """The top `components` eigenvectors [V, k] of C_target − α·C_background (covariances of
-    the rows [n, V]). Every eigenvector with a non-zero eigenvalue lies in the span of the
-    centred rows, so the problem is solved exactly in that (n_t + n_b)-dimensional basis."""
-    t = target - target.mean(0)
-    b = background - background.mean(0)
-    basis, _ = np.linalg.qr(np.concatenate([t, b]).T)  # [V, r], orthonormal columns
-    tq, bq = t @ basis, b @ basis
-    contrast = tq.T @ tq / len(t) - alpha * (bq.T @ bq / len(b))
-    values, vectors = np.linalg.eigh(contrast)
-    return basis @ vectors[:, np.argsort(values)[::-1][:components]]
+def pca_variance_explained(train: np.ndarray, test: np.ndarray, components: int) -> float:
+    """Variance explained on `test` [n, V] by a PCA of `train` [m, V] with `components` axes:
+    1 − Σ‖x − x̂‖² / Σ‖x − x̄_train‖², the models' `variance_explained`."""
+    pca = PCA(components, random_state=0).fit(train)
+    residual = test - pca.inverse_transform(pca.transform(test))
+    return float(1 - np.sum(residual**2) / np.sum((test - pca.mean_) ** 2))
 
 
 def check_baselines(names: tuple[str, ...]) -> None:
@@ -66,10 +61,11 @@ def check_baselines(names: tuple[str, ...]) -> None:
 
 def baseline_latents(datamodule: ContrastiveDataModule, names: tuple[str, ...], split: str, *,
                      components: int = 10, alpha: float = 10.0
-                     ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Latents tables (train, `split`) of each baseline in `names`: pca (fitted on the training
-    targets) or cpca (training targets against training backgrounds, contrast `alpha`). The
-    volumes are read once for all of them."""
+                     ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]]:
+    """Latents tables (train, `split`) of each baseline in `names`, with its decoder scores:
+    pca (codes fitted on the training targets; variance explained on every `split` scan by a
+    PCA of every training scan) or cpca (training targets against training backgrounds,
+    contrast `alpha`; no decoder). The volumes are read once for all of them."""
     check_baselines(names)
     parts = {(s, role): split_volumes(datamodule, s, role)
              for s in ("train", split) for role in ("target", "background")}
@@ -86,12 +82,17 @@ def baseline_latents(datamodule: ContrastiveDataModule, names: tuple[str, ...], 
 
     tables = {}
     for name in names:
+        decoded = {}
         if name == "pca":
             project = PCA(components, random_state=0).fit(train_target).transform
+            decoded["variance_explained"] = pca_variance_explained(
+                np.concatenate([train_target, train_background]),
+                np.concatenate([parts[split, "target"][1], parts[split, "background"][1]]),
+                components)
         else:
             axes = contrastive_pca(train_target.astype(np.float64),
                                    train_background.astype(np.float64), components, alpha)
             centre = train_target.mean(0)
             project = lambda x, axes=axes, centre=centre: (x - centre) @ axes  # noqa: E731
-        tables[name] = (table("train", project), table(split, project))
+        tables[name] = (table("train", project), table(split, project), decoded)
     return tables

@@ -39,11 +39,15 @@ class Decoded:
     salient_maps: dict[str, np.ndarray]  # group → mean of D([z, s]) − D([z, 0]) over its targets
     examples: list[Example] = field(default_factory=list)
     twin_error: float = float("nan")
+    counterfactual_error: float = float("nan")
+    disease_gain: float = float("nan")
     map_correlation: float = float("nan")
     twins: int = 0  # targets with a planted healthy twin
 
     def scores(self) -> dict[str, float | int]:
         return {"variance_explained": self.variance_explained, "twin_error": self.twin_error,
+                "counterfactual_error": self.counterfactual_error,
+                "disease_gain": self.disease_gain,
                 "disease_map_correlation": self.map_correlation, "twins": self.twins}
 
 
@@ -81,7 +85,7 @@ def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
     map_sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
     shown: list[Example] = []
-    ratios, correlations = [], []
+    per_twin: dict[str, list[float]] = defaultdict(list)
     for role in ("target", "background"):
         groups = datamodule.splits[split][role].set_index("subject_id")["group"]
         for batch in datamodule.role_loader(split, role):
@@ -102,16 +106,24 @@ def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
                 counts[group] += 1
                 twin = twin_input(datamodule, twins[subject]) if subject in twins else None
                 if twin is not None:
-                    ratios.append(metrics.twin_error(counterfactual[i], x[i], twin))
-                    correlations.append(metrics.map_correlation(difference, x[i] - twin,
-                                                                twin > BRAIN))
+                    twin_codes = module.latent_representation(
+                        torch.from_numpy(twin)[None, None].to(module.device))
+                    twin_full = _numpy(module.nets.decode(*twin_codes))[0]
+                    per_twin["twin_error"].append(
+                        metrics.twin_error(counterfactual[i], x[i], twin))
+                    per_twin["counterfactual_error"].append(metrics.counterfactual_error(
+                        counterfactual[i], twin, full[i], x[i]))
+                    per_twin["disease_gain"].append(
+                        metrics.disease_gain(full[i], twin_full, x[i], twin))
+                    per_twin["map_correlation"].append(
+                        metrics.map_correlation(difference, x[i] - twin, twin > BRAIN))
                 if len(shown) < examples and group not in {e.group for e in shown}:
                     shown.append(Example(subject, group, x[i], full[i], counterfactual[i], twin))
     decoded = Decoded(1 - residual / total,
                       {g: map_sums[g] / counts[g] for g in sorted(map_sums)}, shown)
-    if ratios:  # medians over the patients with a twin
-        decoded.twins = len(ratios)
-        decoded.twin_error = float(np.median(ratios))
-        if not np.all(np.isnan(correlations)):
-            decoded.map_correlation = float(np.nanmedian(correlations))
+    if per_twin:  # medians over the patients with a twin
+        decoded.twins = len(per_twin["twin_error"])
+        for name, values in per_twin.items():
+            if not np.all(np.isnan(values)):
+                setattr(decoded, name, float(np.nanmedian(values)))
     return decoded

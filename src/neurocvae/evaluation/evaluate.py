@@ -161,11 +161,14 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     metrics["salient_maps"] = save_salient_maps(
         decoded.salient_maps, input_affine(datamodule, targets["path"].iloc[0]), out_dir,
         planted_centres(truth_file), figures=figures)
+    distances = [min(m["planted_distance_mm"].values()) for m in metrics["salient_maps"]
+                 if m["planted_distance_mm"]]
+    metrics["decoded"]["map_peak_distance_mm"] = max(distances) if distances else None
     if baselines:
         metrics["baselines"] = {
-            name: score_latents(with_truth(base_test, truth), base_train)
-            for name, (base_train, base_test) in baseline_latents(datamodule, baselines,
-                                                                  split).items()}
+            name: score_latents(with_truth(base_test, truth), base_train) | {"decoded": decoded}
+            for name, (base_train, base_test, decoded) in baseline_latents(
+                datamodule, baselines, split).items()}
     pictures = {}
     if figures:
         pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png"),

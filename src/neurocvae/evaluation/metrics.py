@@ -163,6 +163,24 @@ def twin_error(counterfactual: np.ndarray, image: np.ndarray, twin: np.ndarray) 
     return float(np.sum((counterfactual - twin) ** 2) / np.sum((image - twin) ** 2))
 
 
+def counterfactual_error(counterfactual: np.ndarray, twin: np.ndarray,
+                         reconstruction: np.ndarray, image: np.ndarray) -> float:
+    """‖D([z, 0]) − x_twin‖² / ‖D([z, s]) − x‖²: how far the healthy counterfactual is from the
+    planted twin, in units of the model's own reconstruction error (1: as close to the twin as
+    the reconstruction is to the scan; the disease is then fully removed)."""
+    return float(np.sum((counterfactual - twin) ** 2) / np.sum((reconstruction - image) ** 2))
+
+
+def disease_gain(reconstruction: np.ndarray, twin_reconstruction: np.ndarray,
+                 image: np.ndarray, twin: np.ndarray) -> float:
+    """⟨D(E(x)) − D(E(x_twin)), x − x_twin⟩ / ‖x − x_twin‖²: the share of the planted disease
+    x − x_twin that the autoencoder reproduces (1: all of it; 0: patient and twin are
+    reconstructed alike)."""
+    difference = image - twin
+    return float(np.sum((reconstruction - twin_reconstruction) * difference)
+                 / np.sum(difference**2))
+
+
 def map_correlation(model_map: np.ndarray, true_map: np.ndarray, mask: np.ndarray) -> float:
     """Pearson r inside `mask` between one patient's model disease map D([z, s]) − D([z, 0])
     and the planted one x − x_twin; nan when either is constant there."""

@@ -22,12 +22,15 @@ HEADLINE = {
     "tau_s_age": ("salient", "rsa_tau", "age"),
     "r2_age_s": ("salient", "leakage_r2", "age"), "r2_age_z": ("shared", "leakage_r2", "age"),
     "r2_warp_s": ("salient", "leakage_r2", "u_warp"),
+    "r2_head_s": ("salient", "leakage_r2", "u_head"),
     "site_bacc_s": ("salient", "site_balanced_accuracy"),
     "auroc_s": ("salient", "auroc_target_vs_background"),
     "auroc_z": ("shared", "auroc_target_vs_background"),
     "energy_bg_tg": ("salient", "energy_ratio"),
     "ve": ("decoded", "variance_explained"), "twin_error": ("decoded", "twin_error"),
+    "cf_error": ("decoded", "counterfactual_error"), "gain": ("decoded", "disease_gain"),
     "map_r": ("decoded", "disease_map_correlation"),
+    "map_peak_mm": ("decoded", "map_peak_distance_mm"),
 }
 
 
@@ -42,17 +45,23 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-COLUMN_NOTES = """Columns (test split; `_s` salient space, `_z` shared space; SCIENCE.md §7):
-active: code dimensions whose mean varies over the training scans (variance > 0.01; the others
-have collapsed and are left out; a space with none gets no metrics);
+COLUMN_NOTES = """Columns (held-out split; `_s` salient space, `_z` shared space):
+active: code dimensions whose mean varies over the training scans (variance > 0.01; salient:
+over the training targets only; the others have collapsed and are left out; a space with none
+gets no metrics);
 ari/acc: k-means against the true groups (ARI, matched accuracy); gmm_ari: Gaussian mixtures,
 mean of 10 fits; silhouette of the true groups; knn_bacc: 5-NN balanced accuracy;
 tau_*: RSA Kendall τ with planted severity (within subtype), the shared warp u_warp, age;
-r2_*: cross-validated ridge R² (leakage); site_bacc: site decoded from s (chance 1/#sites);
+r2_*: cross-validated ridge R² (leakage; head: u_head, the planted head size); site_bacc:
+site decoded from s (chance 1/#sites);
 auroc: targets vs backgrounds from each space (z should stay near 0.5); energy_bg_tg:
-mean ‖s‖² of backgrounds / targets (→ 0); ve: variance explained; twin_error: median
-‖D([z,0]) − twin‖² / ‖x − twin‖² (< 1 is good); map_r: median correlation of the model's and
-the planted disease maps."""
+mean ‖s‖² of backgrounds / targets (→ 0); ve: variance explained (pca: 10 components of the
+training scans); twin_error: median ‖D([z,0]) − twin‖² / ‖x − twin‖² (< 1 is good); cf_error:
+median ‖D([z,0]) − twin‖² / ‖D([z,s]) − x‖² (1: the counterfactual is as close to the twin as
+the reconstruction to the scan); gain: median ⟨D(E(x)) − D(E(twin)), x − twin⟩ / ‖x − twin‖²,
+the share of the planted disease the autoencoder reproduces (1 is all); map_r: median
+correlation of the model's and the planted disease maps; map_peak_mm: the largest distance
+(over groups) from a group's salient-map peak to its planted centre."""
 
 ROWS = [  # (label, keys under a space)
     ("active dimensions (of all)", ("active",)),
@@ -123,6 +132,12 @@ def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path
         f"- Variance explained: {_fmt(decoded['variance_explained'])}",
         f"- Twin error (median ‖D([z,0]) − twin‖² / ‖x − twin‖², {decoded['twins']} patients "
         f"with a planted healthy twin; < 1 is good): {_fmt(decoded['twin_error'])}",
+        f"- Counterfactual error (median ‖D([z,0]) − twin‖² / ‖D([z,s]) − x‖²; 1 means the "
+        f"disease is removed down to the reconstruction error): "
+        f"{_fmt(decoded.get('counterfactual_error', math.nan))}",
+        f"- Disease gain (median ⟨D(E(x)) − D(E(twin)), x − twin⟩ / ‖x − twin‖², the share of "
+        f"the planted disease the autoencoder reproduces; 1 is all): "
+        f"{_fmt(decoded.get('disease_gain', math.nan))}",
         f"- Disease-map correlation (median r of D([z,s]) − D([z,0]) with x − twin): "
         f"{_fmt(decoded['disease_map_correlation'])}", ""]
     if metrics.get("baselines"):

@@ -85,7 +85,9 @@ def score_latents(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, Any]:
     for space in SPACES:
         if not code_columns(test, space):
             continue
-        active = active_columns(train, space)
+        # salient codes of backgrounds are not constrained by reconstruction: count targets only
+        active = active_columns(train[train["role"] == "target"] if space == "salient"
+                                else train, space)
         result[space] = {"dimensions": len(code_columns(test, space)), "active": len(active)}
         if active:
             scaled = standardised(train, test, active)

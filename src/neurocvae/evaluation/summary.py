@@ -22,12 +22,13 @@ TABLES = {  # title → headline columns
          "silhouette_s", "silhouette_z", "knn_bacc_s", "tau_s_severity", "tau_z_severity"),
     "Nuisance and reconstruction (leakage low; auroc_z near 0.5)":
         ("tau_s_warp", "tau_z_warp", "tau_s_age", "r2_age_s", "r2_age_z", "r2_warp_s",
-         "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg", "ve", "twin_error", "map_r",
-         "seconds"),
+         "r2_head_s", "site_bacc_s", "auroc_s", "auroc_z", "energy_bg_tg"),
+    "Reconstruction and maps (ve high; gain near 1; map_peak_mm small)":
+        ("ve", "twin_error", "cf_error", "gain", "map_r", "map_peak_mm", "seconds"),
 }
 FIGURE = ("active_s", "ari_s", "tau_s_severity", "tau_s_warp", "r2_age_s", "auroc_z")
 REFERENCE = """Reference (Aglinskas, Bergeron & Anzellotti, planted-truth simulation,
-N = 1000 + 1000, one disorder; SCIENCE.md §6.2): τ(salient, disease) **0.21**, leakage
+N = 1000 + 1000, one disorder): τ(salient, disease) **0.21**, leakage
 τ(salient, shared factor) **0.15**, τ(shared, shared factor) **0.48**. Their shared factor
 is a warp like our `u_warp`; their disease factor is our severity (here τ within each subtype,
 averaged)."""
@@ -49,13 +50,13 @@ def mean_sd(results: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def cross_seed_stability(latents: list[pd.DataFrame], space: str) -> float:
     """Mean pairwise Kendall τ between the seeds' distance matrices of the test targets' codes
-    in `space` (SCIENCE.md §7), on each seed's active dimensions (variance over the test scans
+    in `space` (SCIENCE.md §7), on each seed's active dimensions (variance over the test targets
     > ACTIVE_VARIANCE): 1 when every seed arranges the patients alike; nan with fewer than two
     seeds whose space has an active dimension."""
     matrices = []
     for table in latents:
         targets = table[table["role"] == "target"].sort_values("subject_id")
-        active = active_columns(table, space)
+        active = active_columns(targets, space)
         if active:
             matrices.append(pdist(targets[active].to_numpy()))
     taus = [kendalltau(a, b).statistic for a, b in combinations(matrices, 2)]
@@ -84,7 +85,8 @@ def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
             "Arms: " + "; ".join(f"**{a}** `{' '.join(o) or '(defaults)'}`"
                                 for a, o in arms.items())
             + ". Baselines are fitted once on the training split (seed-independent).", "",
-            "Mean ± SD over seeds, test split; `seconds`: training and evaluation of one run.",
+            f"Mean ± SD over seeds, {cfg.get('split', 'test')} split; `seconds`: training and "
+            "evaluation of one run.",
             "", COLUMN_NOTES, ""]
     for title, wanted in TABLES.items():
         chosen = [c for c in wanted if c in columns]
