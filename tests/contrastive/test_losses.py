@@ -56,3 +56,15 @@ def test_decoder_penalties():
                             for _ in range(400)]).mean()
     jacobian = linear.weight.square().sum()  # ‖∂G/∂z‖²_F of a linear decoder
     assert estimate.item() == pytest.approx(jacobian.item(), rel=0.1)
+
+
+def test_the_calibrated_term_is_the_gaussian_likelihood_at_the_batch_error():
+    x, x_hat = torch.rand(4, 1, 6, 6, 6), torch.rand(4, 1, 6, 6, 6)
+    variance = (x_hat - x).square().mean()
+    alpha = losses.calibrated_alpha(x_hat, x)
+    assert torch.isclose(alpha, 216 / (2 * variance))
+    term = losses.reconstruction(x_hat, x, alpha) + losses.calibration_log_term(alpha, 216)
+    log_likelihood = Normal(x_hat, variance.sqrt()).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(term, -log_likelihood - 108 * math.log(2 * math.pi), rtol=1e-4)
+    perfect = losses.calibrated_alpha(x, x)  # σ² floored: finite for a perfect fit
+    assert torch.isfinite(perfect) and perfect == 216 / (2 * losses.MIN_VARIANCE)

@@ -35,7 +35,7 @@ def trainer(tmp_path, epochs: int = 1, callbacks=(), **kwargs) -> pl.Trainer:
 
 
 def test_a_perfect_reconstruction_scores_zero_against_its_own_set():
-    model = module()
+    model = module("model.reconstruction=fixed")
     target, background = torch.rand(2, 1, *SHAPE), torch.rand(2, 1, *SHAPE)
     p = model.forward_pass(target, background, draws=None)
     p.reconstruction = torch.cat([target, background])
@@ -43,6 +43,24 @@ def test_a_perfect_reconstruction_scores_zero_against_its_own_set():
     assert terms["rec_target"] == 0 and terms["rec_background"] == 0
     p.reconstruction = torch.cat([background, target])  # the original's bug: x̂_tg vs x_bg
     assert model.terms(p, target, background)["rec_target"] > 0
+
+
+def test_the_calibrated_decoder_weighs_errors_by_the_batch_error():
+    """α = N_vox / (2σ²) with σ² the batch's mean squared error: a tenth of the error is
+    weighed a hundred times more, and scoring against the other set costs more."""
+    model = module()  # the default: reconstruction=calibrated
+    target, background = torch.rand(2, 1, *SHAPE), torch.rand(2, 1, *SHAPE)
+    p = model.forward_pass(target, background, draws=None)
+    alphas, recs = [], []
+    for error in (0.1, 0.01):
+        p.reconstruction = torch.cat([target, background]) + error
+        terms = model.terms(p, target, background)
+        alphas.append(float(terms["alpha"]))
+        recs.append(float(terms["rec_target"]))
+    assert alphas[1] / alphas[0] == pytest.approx(100, rel=1e-3)
+    assert recs[1] < recs[0]
+    p.reconstruction = torch.cat([background, target])
+    assert model.terms(p, target, background)["rec_target"] > recs[0]
 
 
 class Snapshot(pl.Callback):

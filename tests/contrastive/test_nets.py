@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from neurocvae.contrastive.nets import ContrastiveNets, pyramid
+from neurocvae.contrastive.nets import ContrastiveNets, coarse_pool, linear_stride, pyramid
 from tests.conftest import compose_config
 
 
@@ -82,3 +82,42 @@ def test_an_absent_space_costs_nothing_and_gives_empty_codes():
     assert shared.shape == logvar.shape == (3, 0)
     salient = nets.salient_encoder(torch.zeros(3, 1, 16, 16, 16))[0]
     assert nets.decode(shared, salient).shape == (3, 1, 16, 16, 16)
+
+
+def test_linear_stride_keeps_the_coarse_grid_under_the_voxel_budget():
+    assert linear_stride((40, 48, 40), 131_072) == 1
+    assert linear_stride((80, 96, 80), 131_072) == 2
+    assert linear_stride((160, 192, 160), 131_072) == 4
+    assert linear_stride((17, 20, 15), 1000) == 2  # 9 × 10 × 8 = 720 voxels
+
+
+@pytest.mark.parametrize("shape,voxels", [((16, 16, 16), 131_072), ((17, 20, 15), 1000)])
+def test_the_additive_salient_pattern_is_linear_in_s_and_the_same_for_every_z(shape, voxels):
+    values = arch("additive", channels=[4, 8], hidden=16, linear_voxels=voxels)
+    nets = ContrastiveNets(input_shape=shape, shared_dim=3, salient_dim=2, **values)
+    with torch.no_grad():  # a non-zero convolutional path, so z acts non-linearly
+        for p in nets.decoder.shared_conv.parameters():
+            p.normal_(0, 0.3)
+    z1, z2, s = torch.randn(1, 3), torch.randn(1, 3), torch.randn(1, 2)
+    pattern = nets.decode(z1, s) - nets.decode(z1)
+    assert pattern.shape == (1, 1, *shape) and pattern.abs().max() > 0
+    assert torch.allclose(nets.decode(z2, s) - nets.decode(z2), pattern, atol=1e-5)
+    assert torch.allclose(nets.decode(z1, 2 * s) - nets.decode(z1), 2 * pattern, atol=1e-5)
+    assert not torch.allclose(nets.decode(2 * z1), 2 * nets.decode(z1) - nets.decode(0 * z1),
+                              atol=1e-3)  # the shared path is not linear
+
+
+def test_coarse_pool_averages_blocks_and_pads_with_zeros():
+    images = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(1, 1, 2, 3, 2)
+    pooled = coarse_pool(images, 2)
+    assert pooled.shape == (1, 1, 1, 2, 1)
+    assert pooled[0, 0, 0, 0, 0] == images[0, 0, :, :2, :].mean()
+    assert pooled[0, 0, 0, 1, 0] == images[0, 0, :, 2:, :].sum() / 8  # half the block is padding
+
+
+def test_fixed_projections_are_buffers_that_checkpoints_carry():
+    nets = ContrastiveNets(input_shape=(16, 16, 16), shared_dim=3, salient_dim=2,
+                           **arch("additive", channels=[4, 8], hidden=16))
+    projection = nets.salient_encoder.linear
+    assert not any(p is projection.weight for p in nets.parameters())
+    assert "salient_encoder.linear.weight" in nets.state_dict()

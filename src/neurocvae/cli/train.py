@@ -30,6 +30,8 @@ from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
 from neurocvae.contrastive.build import build_module, load_module
 from neurocvae.contrastive.density import fit_densities
+from neurocvae.contrastive.linear import initialise_linear
+from neurocvae.contrastive.nets import AdditiveDecoder
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import encode_split
@@ -110,6 +112,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("fit")
         pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
         module = build_module(cfg, datamodule.image_shape)
+        if not resume and isinstance(module.nets.decoder, AdditiveDecoder):
+            initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
+                              contrast=cfg.initialise.contrast)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         except SIGTERMException:

@@ -7,6 +7,11 @@ Reconstruction weight: `reconstruction` returns α × (mean squared error per vo
 any resolution: the original's α = 250,000 at 160×192×160 (N_vox = 4,915,200) is 0.0509 × SSE,
 and the same α at 40×48×40 gives the same balance on a 4 mm grid. Aglinskas et al.'s plain SSE
 at 64³ is α = 262,144.
+
+Calibrated reconstruction (Rybkin, Daniilidis & Levine 2021, "optimal σ"): a Gaussian decoder
+whose variance σ² is the current mean squared error, so the weight α = N_vox / (2σ²) follows
+the fit instead of being set by hand, and the term is the decoder's negative log-likelihood
+SSE / (2σ²) + (N_vox / 2)·log σ² (nats, up to a constant).
 """
 
 from __future__ import annotations
@@ -16,11 +21,27 @@ import torch
 # MM-cVAE's kernel bandwidths: exp(−g‖x − y‖²) for g = 10⁻⁶ … 10⁶.
 MMD_GAMMAS = tuple(10.0 ** k for k in range(-6, 7))
 BACKGROUND_SALIENT = ("none", "l2", "mmd", "w2")
+RECONSTRUCTIONS = ("fixed", "calibrated")
+MIN_VARIANCE = 1e-6  # floor of the calibrated decoder's σ² (intensities in [0, 1])
 
 
-def reconstruction(x_hat: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+def reconstruction(x_hat: torch.Tensor, x: torch.Tensor,
+                   alpha: float | torch.Tensor) -> torch.Tensor:
     """[B]: α × mean over voxels of (x̂ − x)²; 0 for a perfect reconstruction."""
     return alpha * (x_hat - x).square().flatten(1).mean(1)
+
+
+def calibrated_alpha(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Scalar α = N_vox / (2σ²), σ² the batch's mean squared voxel error (≥ MIN_VARIANCE):
+    with it, `reconstruction` is SSE / (2σ²) per sample."""
+    variance = (x_hat - x).square().mean().clamp_min(MIN_VARIANCE)
+    return x[0].numel() / (2 * variance)
+
+
+def calibration_log_term(alpha: torch.Tensor, voxels: int) -> torch.Tensor:
+    """Scalar (N_vox / 2)·log σ² for σ² = N_vox / (2α): with it the calibrated term is the
+    Gaussian negative log-likelihood (up to a constant)."""
+    return 0.5 * voxels * torch.log(voxels / (2 * alpha))
 
 
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,11 @@ One batch `{"target": {"image": [B, 1, X, Y, Z]}, "background": {…}}`, two ste
           + γ_t·TC + w_bg·P(s_bg) + w_mmd·MMD(z_bg, z_tg) + λ·L_REG(decoder)
 2. discriminator step on detached codes, with its own optimiser.
 
+REC is α × the mean squared voxel error per scan. `reconstruction="fixed"` takes α as given;
+`"calibrated"` (the default) uses the Gaussian decoder whose variance is the batch's mean
+squared error, α = N_vox / (2σ²), plus (N_vox / 2)·log σ², so the weight of the data against
+the KL follows the fit (`losses.calibrated_alpha`; logged as `alpha`).
+
 Codes are sampled in training (Gaussian latents) and are the means in validation and encoding.
 Backgrounds are decoded from [z_bg ‖ 0]. β_t, γ_t follow their schedules over the module's own
 batch counter, which checkpoints carry. A non-finite loss or gradient raises `TrainingDiverged`
@@ -85,14 +90,23 @@ def rows(t: torch.Tensor | None, part: slice) -> torch.Tensor | None:
 class ContrastiveModule(pl.LightningModule):
     """The contrastive model. `discriminator=None` drops the TC term (γ must then be 0).
 
-    `config` is the composed run configuration, stored in checkpoints so that
+    Arguments (conf/train.yaml documents each): `nets` the encoders and decoder; `beta`,
+    `gamma` schedules over training batches; `optimizer`, `discriminator_optimizer` factories
+    taking parameters; `alpha` and `reconstruction` ("fixed" · "calibrated") the
+    reconstruction weight; `product` how the discriminator's product sample is drawn;
+    `background_salient` (+ `_weight`) the penalty on the backgrounds' salient codes;
+    `shared_mmd_weight` MMD(z_bg, z_tg); `background_weight` the backgrounds' reconstruction
+    weight; `decoder_reg` (+ `_weight`) the RAE's decoder regulariser; `gradient_clip` a
+    maximum gradient norm (None: none); `seed` of the per-batch random draws. `config` is the
+    composed run configuration, stored in checkpoints so that
     `neurocvae.contrastive.build.load_module` can rebuild the model from a checkpoint alone.
     """
 
     def __init__(self, *, nets: ContrastiveNets, discriminator: TCDiscriminator | None,
                  beta: Schedule, gamma: Schedule, optimizer: OptimizerFactory,
                  discriminator_optimizer: OptimizerFactory | None = None,
-                 alpha: float = 250_000.0, product: str = "permute",
+                 alpha: float = 250_000.0, reconstruction: str = "fixed",
+                 product: str = "permute",
                  background_salient: str = "none", background_salient_weight: float = 0.0,
                  shared_mmd_weight: float = 0.0, background_weight: float = 1.0,
                  decoder_reg: str = "none",
@@ -105,6 +119,9 @@ class ContrastiveModule(pl.LightningModule):
         if background_salient not in losses.BACKGROUND_SALIENT:
             raise ValueError(f"background_salient={background_salient!r}: expected one of "
                              f"{losses.BACKGROUND_SALIENT}")
+        if reconstruction not in losses.RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction={reconstruction!r}: expected one of "
+                             f"{losses.RECONSTRUCTIONS}")
         if decoder_reg not in DECODER_REGULARISERS:
             raise ValueError(f"decoder_reg={decoder_reg!r}: expected one of "
                              f"{DECODER_REGULARISERS}")
@@ -172,11 +189,16 @@ class ContrastiveModule(pl.LightningModule):
         """Every loss term (scalars, batch means), unweighted; the decoder regulariser only in
         `training` (the gradient penalty draws from `generator`)."""
         tg, bg = slice(0, p.n), slice(p.n, 2 * p.n)
-        alpha = self.hparams.alpha
-        t: dict[str, torch.Tensor] = {
-            "rec_target": losses.reconstruction(p.reconstruction[tg], target, alpha).mean(),
-            "rec_background": losses.reconstruction(p.reconstruction[bg], background,
-                                                    alpha).mean()}
+        images = torch.cat([target, background])
+        if self.hparams.reconstruction == "calibrated":
+            alpha = losses.calibrated_alpha(p.reconstruction, images).detach()
+        else:
+            alpha = torch.tensor(float(self.hparams.alpha), device=images.device)
+        per_sample = losses.reconstruction(p.reconstruction, images, alpha)
+        if self.hparams.reconstruction == "calibrated":
+            per_sample = per_sample + losses.calibration_log_term(alpha, images[0].numel())
+        t: dict[str, torch.Tensor] = {"rec_target": per_sample[tg].mean(),
+                                      "rec_background": per_sample[bg].mean(), "alpha": alpha}
         t["rec"] = t["rec_target"] + self.hparams.background_weight * t["rec_background"]
         parts = {"salient": (p.salient_mu[tg], rows(p.salient_logvar, tg), p.salient[tg]),
                  "shared_target": (p.shared_mu[tg], rows(p.shared_logvar, tg), p.shared[tg]),

@@ -7,8 +7,18 @@ n_in − 2·n_out + 1 ∈ {0, 1} that restores each axis exactly. Dense sizes co
 Two named architectures (conf/arch/):
 - `seed_asd`: the original "asd" nets (SCIENCE.md §4): channels 32-64-128-256, BatchNorm, a dense
   128 layer on the flattened features (307,200 at 160×192×160: 39.3 M weights per encoder).
-- `efficient` (default): five levels, GroupNorm, and a 1×1×1 convolution that shrinks the
+- `efficient`: five levels, GroupNorm, and a 1×1×1 convolution that shrinks the
   features to a few channels before the dense layer, so no 300 000 → 128 layer.
+- `additive` (default): the `efficient` encoders with a linear path beside the convolutions, and
+  an `AdditiveDecoder`: a learnt template plus a linear and a convolutional image of the shared
+  code plus a linear image of the salient code, so that D([z, s]) − D([z, 0]) is the salient
+  pattern itself and the model contains probabilistic (contrastive) PCA as a special case.
+
+Linear paths work on a grid coarsened by an integer `stride` (average pooling in, trilinear
+upsampling out), chosen as the smallest that leaves at most a number of voxels: for the
+decoder's images 131,072 by default (stride 1 at 4 mm, 40×48×40; 4 at 1 mm, 160×192×160), for
+the encoders' projections 16,384 (stride 2 at 4 mm, 8 at 1 mm: 20×24×20), where averaging
+blocks of voxels lowers the noise a projection picks up while keeping smooth patterns.
 """
 
 from __future__ import annotations
@@ -37,6 +47,64 @@ def pyramid(shape: Sequence[int], levels: int) -> list[Shape]:
     return shapes
 
 
+def linear_stride(shape: Sequence[int], max_voxels: int) -> int:
+    """The smallest integer stride whose coarsened grid ⌈n / stride⌉ has ≤ `max_voxels` voxels."""
+    stride = 1
+    while math.prod(math.ceil(n / stride) for n in shape) > max_voxels:
+        stride += 1
+    return stride
+
+
+def coarse_shape(shape: Sequence[int], stride: int) -> Shape:
+    return tuple(math.ceil(int(n) / stride) for n in shape)
+
+
+def coarse_pool(images: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, C, X, Y, Z] → [B, C, ⌈X/stride⌉, …]: zero padding to a multiple of the stride, then
+    average pooling (the way down to a linear path's coarse grid)."""
+    if stride == 1:
+        return images
+    pad = tuple(p for n in reversed(images.shape[2:]) for p in (0, -n % stride))
+    return nn.functional.avg_pool3d(nn.functional.pad(images, pad), stride)
+
+
+class LinearImage(nn.Module):
+    """A linear map from codes [B, d] to images [B, 1, X, Y, Z] without bias (zero code → zero
+    image): one image per code dimension on the coarse grid, upsampled trilinearly."""
+
+    def __init__(self, *, output_shape: Sequence[int], latent_dim: int, stride: int = 1,
+                 init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.output_shape = tuple(int(n) for n in output_shape)
+        self.stride = stride
+        self.coarse = coarse_shape(output_shape, stride)
+        self.weight = nn.Parameter(torch.randn(latent_dim, math.prod(self.coarse)) * init_std)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        image = (code @ self.weight).view(-1, 1, *self.coarse)
+        if self.coarse != self.output_shape:
+            image = nn.functional.interpolate(image, size=self.output_shape, mode="trilinear",
+                                              align_corners=False)
+        return image
+
+
+class LinearCode(nn.Module):
+    """A fixed linear projection of images [B, 1, X, Y, Z] to codes [B, d] on the coarse grid
+    (`coarse_pool`). Its weight [d, V] and bias [d] are buffers, set by
+    `neurocvae.contrastive.linear.initialise_linear` (zero until then) and carried by
+    checkpoints; gradients never change them."""
+
+    def __init__(self, *, input_shape: Sequence[int], latent_dim: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        voxels = math.prod(coarse_shape(input_shape, stride))
+        self.register_buffer("weight", torch.zeros(latent_dim, voxels))
+        self.register_buffer("bias", torch.zeros(latent_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return coarse_pool(x, self.stride).flatten(1) @ self.weight.T + self.bias
+
+
 def norm_layer(kind: str | None, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm3d(channels)
@@ -57,13 +125,18 @@ def activation_layer(kind: str) -> nn.Module:
 
 class Encoder(nn.Module):
     """[B, 1, X, Y, Z] → `(mu, logvar)`, each [B, latent_dim]; `logvar` is None when not
-    `stochastic` (RAE). The log-variance is clamped to ±`logvar_limit` (no KL explosion)."""
+    `stochastic` (RAE). The log-variance is clamped to ±`logvar_limit` (no KL explosion).
+
+    `linear_stride` (None: off) adds a linear map of the image (`LinearCode`) to the mean, so a
+    direction of voxel space reaches the code without passing the convolutions.
+    """
 
     def __init__(self, *, input_shape: Sequence[int], latent_dim: int,
                  channels: Sequence[int] = (32, 64, 128, 256), hidden: int | None = 128,
                  bottleneck_channels: int | None = None, norm: str | None = "batch",
                  activation: str = "relu", stochastic: bool = True,
-                 logvar_limit: float = 10.0, in_channels: int = 1) -> None:
+                 logvar_limit: float = 10.0, in_channels: int = 1,
+                 linear_stride: int | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_channels
@@ -81,12 +154,15 @@ class Encoder(nn.Module):
         self.mu = nn.Linear(hidden or flat, latent_dim)
         self.logvar = nn.Linear(hidden or flat, latent_dim) if stochastic else None
         self.logvar_limit = logvar_limit
+        self.linear = (LinearCode(input_shape=input_shape, latent_dim=latent_dim,
+                                  stride=linear_stride) if linear_stride else None)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.hidden(self.features(x))
+        mu = self.mu(h) if self.linear is None else self.mu(h) + self.linear(x)
         if self.logvar is None:
-            return self.mu(h), None
-        return self.mu(h), self.logvar(h).clamp(-self.logvar_limit, self.logvar_limit)
+            return mu, None
+        return mu, self.logvar(h).clamp(-self.logvar_limit, self.logvar_limit)
 
 
 class NoCode(nn.Module):
@@ -146,33 +222,89 @@ class Decoder(nn.Module):
         return self.layers(self.dense(code).view(-1, *self.top_shape))
 
 
+class AdditiveDecoder(nn.Module):
+    """[B, shared_dim + salient_dim] → [B, 1, X, Y, Z] as a sum of four images:
+
+        D([z ‖ s]) = T + L_z(z) + C(z) + L_s(s)
+
+    T a learnt template (set to the mean input by `initialise_template`), L_z and L_s linear
+    images of the codes (`LinearImage`), C a convolutional `Decoder` of the shared code whose
+    last layer starts at zero (so training starts from probabilistic PCA). The salient pattern
+    D([z, s]) − D([z, 0]) = L_s(s) is the same for every subject: a weighted sum of S images.
+    No output activation: intensities are not squashed, so small differences stay linear.
+    """
+
+    def __init__(self, *, output_shape: Sequence[int], shared_dim: int, salient_dim: int,
+                 linear_stride: int = 1, **conv: object) -> None:
+        super().__init__()
+        self.shared_dim = shared_dim
+        self.template = nn.Parameter(torch.zeros(1, 1, *output_shape))
+        self.shared_linear = LinearImage(output_shape=output_shape, latent_dim=shared_dim,
+                                         stride=linear_stride)
+        self.salient_linear = LinearImage(output_shape=output_shape, latent_dim=salient_dim,
+                                          stride=linear_stride)
+        self.shared_conv = (Decoder(output_shape=output_shape, latent_dim=shared_dim,
+                                    output="none", **conv) if shared_dim else None)
+        if self.shared_conv is not None:
+            last = self.shared_conv.layers[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    @torch.no_grad()
+    def initialise_template(self, mean: torch.Tensor) -> None:
+        """Set T to a mean image [1, X, Y, Z] (or [X, Y, Z])."""
+        self.template.copy_(mean.reshape(self.template.shape))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        shared, salient = code[:, :self.shared_dim], code[:, self.shared_dim:]
+        image = self.template + self.shared_linear(shared) + self.salient_linear(salient)
+        if self.shared_conv is not None:
+            image = image + self.shared_conv(shared)
+        return image
+
+
 class ContrastiveNets(nn.Module):
     """A salient encoder (targets), a shared encoder (both sets) and one decoder.
 
     The decoder input is `[shared ‖ salient]`; a background's salient slot holds zeros
     (`decode(shared)`), and so does a target's healthy counterfactual.
+
+    `decoder="conv"` is the mirror `Decoder`; `decoder="additive"` the `AdditiveDecoder` (then
+    `output_norm` and `output` do not apply). `linear_voxels` sets the coarse grid of the
+    decoder's linear images (`linear_stride`); `projection_voxels` (None: none) gives each
+    encoder a fixed linear projection (`LinearCode`) on a grid of at most that many voxels.
     """
 
     def __init__(self, *, input_shape: Sequence[int], shared_dim: int = 32, salient_dim: int = 32,
                  stochastic: bool = True, channels: Sequence[int] = (32, 64, 128, 256),
                  hidden: int | None = 128, bottleneck_channels: int | None = None,
                  norm: str | None = "batch", activation: str = "relu", output_norm: bool = False,
-                 output: str = "sigmoid", logvar_limit: float = 10.0) -> None:
+                 output: str = "sigmoid", logvar_limit: float = 10.0, decoder: str = "conv",
+                 linear_voxels: int = 131_072, projection_voxels: int | None = None) -> None:
         super().__init__()
+        if decoder not in ("conv", "additive"):
+            raise ValueError(f"decoder={decoder!r}: expected 'conv' or 'additive'")
         self.input_shape = tuple(int(n) for n in input_shape)
         self.shared_dim, self.salient_dim = shared_dim, salient_dim
         self.stochastic = stochastic
-        common = dict(input_shape=input_shape, channels=channels, hidden=hidden,
-                      bottleneck_channels=bottleneck_channels, norm=norm, activation=activation,
-                      stochastic=stochastic, logvar_limit=logvar_limit)
+        stride = linear_stride(input_shape, linear_voxels)
+        self.projection_stride = (linear_stride(input_shape, projection_voxels)
+                                  if projection_voxels else None)
+        conv = dict(channels=channels, hidden=hidden, bottleneck_channels=bottleneck_channels,
+                    norm=norm, activation=activation)
+        common = dict(input_shape=input_shape, stochastic=stochastic, logvar_limit=logvar_limit,
+                      linear_stride=self.projection_stride, **conv)
         self.salient_encoder = (Encoder(latent_dim=salient_dim, **common) if salient_dim
                                 else NoCode(stochastic))
         self.shared_encoder = (Encoder(latent_dim=shared_dim, **common) if shared_dim
                                else NoCode(stochastic))
-        self.decoder = Decoder(output_shape=input_shape, latent_dim=shared_dim + salient_dim,
-                               channels=channels, hidden=hidden,
-                               bottleneck_channels=bottleneck_channels, norm=norm,
-                               activation=activation, output_norm=output_norm, output=output)
+        if decoder == "additive":
+            self.decoder = AdditiveDecoder(output_shape=input_shape, shared_dim=shared_dim,
+                                           salient_dim=salient_dim, linear_stride=stride,
+                                           **conv)
+        else:
+            self.decoder = Decoder(output_shape=input_shape, latent_dim=shared_dim + salient_dim,
+                                   output_norm=output_norm, output=output, **conv)
 
     def decode(self, shared: torch.Tensor, salient: torch.Tensor | None = None) -> torch.Tensor:
         """Volumes [B, 1, X, Y, Z] from shared [B, Z] and salient [B, S] codes (None: zeros)."""

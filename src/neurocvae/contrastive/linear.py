@@ -1,0 +1,180 @@
+"""Linear solutions that start the additive model: PCA of the backgrounds for the shared space,
+contrastive PCA (Abid et al. 2018) for the salient space, least squares for the salient images.
+
+With them the untrained `AdditiveDecoder` nets are already a linear contrastive model:
+
+    μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the backgrounds' top principal axes ⟂ P_s)
+    μ_s(x) = P_s (x − m_bg) / σ_s     (P_s the top axes of M_target − α·C_background)
+    D([z ‖ s]) = T + L_z z + L_s s    (L_z = σ_z P_z; L_s fitted to the targets' residual)
+
+The shared axes are found in the complement of the salient ones, so that the shared code does
+not see the target-only directions. M_target is the targets' second moment about the
+backgrounds' mean m_bg (a salient code of 0
+means "like a healthy scan", as backgrounds are decoded from s = 0), C_background their
+covariance. σ scales the codes to unit variance over the training scans. Salient axes whose contrast
+eigenvalue does not exceed what random relabellings of the scans reach (`null_contrast`) are
+left out: those dimensions start silent. The encoders keep P as a fixed projection
+(`LinearCode`); training then adapts the convolutions and the decoder. Volumes
+[n, V] are the model inputs average-pooled to the linear paths' coarse grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from neurocvae.contrastive.nets import AdditiveDecoder, ContrastiveNets, Encoder, coarse_pool
+from neurocvae.data.datamodules import ContrastiveDataModule
+
+log = logging.getLogger(__name__)
+START_VARIANCE = 0.01  # posterior variance of the initialised codes (their spread is 1)
+
+
+def contrastive_components(target: np.ndarray, background: np.ndarray, components: int,
+                           alpha: float, *, about: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """The top `components` eigenvalues [k] and eigenvectors [V, k] of C_target − α·C_background
+    (covariances of the rows [n, V]; with `about` [V], the targets' second moment about that
+    point instead of their covariance, so that what sets all targets apart from it counts too).
+    Every eigenvector with a non-zero eigenvalue lies in the span of the centred rows, so the
+    problem is solved exactly in that (n_t + n_b)-dimensional basis."""
+    t = target - (target.mean(0) if about is None else about)
+    b = background - background.mean(0)
+    basis, _ = np.linalg.qr(np.concatenate([t, b]).T)  # [V, r], orthonormal columns
+    tq, bq = t @ basis, b @ basis
+    contrast = tq.T @ tq / len(t) - alpha * (bq.T @ bq / len(b))
+    values, vectors = np.linalg.eigh(contrast)
+    order = np.argsort(values)[::-1][:components]
+    return values[order], basis @ vectors[:, order]
+
+
+def contrastive_pca(target: np.ndarray, background: np.ndarray, components: int,
+                    alpha: float) -> np.ndarray:
+    """The top `components` contrastive axes [V, k] (`contrastive_components`)."""
+    return contrastive_components(target, background, components, alpha)[1]
+
+
+def null_contrast(target: np.ndarray, background: np.ndarray, alpha: float, *,
+                  permutations: int = 5, seed: int = 0) -> float:
+    """The largest top eigenvalue of `contrastive_components` (about the background mean) over
+    random relabellings of the scans into sets of the same sizes: what sampling noise alone
+    reaches."""
+    rows = np.concatenate([target, background])
+    rng = np.random.default_rng(seed)
+    tops = []
+    for _ in range(permutations):
+        order = rng.permutation(len(rows))
+        pseudo_target, pseudo_background = rows[order[:len(target)]], rows[order[len(target):]]
+        tops.append(contrastive_components(pseudo_target, pseudo_background, 1, alpha,
+                                           about=pseudo_background.mean(0))[0][0])
+    return float(max(tops))
+
+
+def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
+    """The top `components` principal axes [V, k] of the rows [n, V] (k ≤ n − 1)."""
+    centred = rows - rows.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[:min(components, len(rows) - 1)].T
+
+
+@torch.no_grad()
+def training_volumes(datamodule: ContrastiveDataModule, role: str, strides: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training `role` scans pooled by each of `strides` ([n, V₁], [n, V₂], float64) and
+    their full-resolution mean [X, Y, Z]."""
+    pooled: tuple[list, list] = ([], [])
+    total, n = 0.0, 0
+    for batch in datamodule.role_loader("train", role):
+        images = datamodule.on_after_batch_transfer(batch, 0)["image"].float()
+        for rows, stride in zip(pooled, strides, strict=True):
+            rows.append(coarse_pool(images, stride).flatten(1).double().numpy())
+        total = total + images[:, 0].double().sum(0).numpy()
+        n += len(images)
+    return np.concatenate(pooled[0]), np.concatenate(pooled[1]), total / n
+
+
+def least_squares(codes: np.ndarray, rows: np.ndarray, ridge: float) -> np.ndarray:
+    """The images W [d, V] minimising ‖rows − codes·W‖² + ridge·n·‖W‖² (codes [n, d])."""
+    gram = codes.T @ codes + ridge * len(codes) * np.eye(codes.shape[1])
+    return np.linalg.solve(gram, codes.T @ rows)
+
+
+def _set_encoder(encoder: Encoder, axes: np.ndarray, centre: np.ndarray,
+                 scale: np.ndarray) -> None:
+    """μ = axesᵀ (x − centre) / scale through the encoder's fixed projection; the learnt head
+    starts at zero so the code is exactly the projection. A Gaussian encoder's posterior
+    variance starts at START_VARIANCE on these dimensions (a code that starts as noisy as its
+    spread would teach the decoder images shrunk by half) and at the prior's 1 on the others."""
+    dim = axes.shape[1]
+    weight = np.zeros(tuple(encoder.linear.weight.shape))
+    weight[:dim] = (axes / scale).T
+    encoder.linear.weight.copy_(torch.from_numpy(weight))
+    bias = np.zeros(encoder.linear.bias.shape[0])
+    bias[:dim] = -(centre @ axes) / scale
+    encoder.linear.bias.copy_(torch.from_numpy(bias))
+    torch.nn.init.zeros_(encoder.mu.weight)
+    torch.nn.init.zeros_(encoder.mu.bias)
+    if encoder.logvar is not None:
+        torch.nn.init.zeros_(encoder.logvar.weight)
+        torch.nn.init.zeros_(encoder.logvar.bias)
+        encoder.logvar.bias[:dim] = math.log(START_VARIANCE)
+
+
+def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray, scale: np.ndarray,
+           dim: int) -> np.ndarray:
+    """[n, dim] codes of the rows through the projection (zero beyond the axes found)."""
+    codes = np.zeros((len(rows), dim))
+    codes[:, :axes.shape[1]] = (rows - centre) @ axes / scale
+    return codes
+
+
+@torch.no_grad()
+def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, *,
+                      projections: bool = True, contrast: float = 10.0,
+                      ridge: float = 1e-3) -> None:
+    """Set the template (the training backgrounds' mean) of `nets` (an `AdditiveDecoder`) and,
+    with `projections` (encoders with a `LinearCode`), the encoders' projections and the
+    decoder's linear images, from the training split; see the module docstring. `contrast` is
+    cPCA's α; `ridge` regularises the least squares."""
+    decoder = nets.decoder
+    if not isinstance(decoder, AdditiveDecoder):
+        raise TypeError("initialise_linear needs nets with the additive decoder")
+    projections = projections and nets.projection_stride is not None
+    strides = (nets.projection_stride or 1, decoder.salient_linear.stride)
+    background, background_images, mean = training_volumes(datamodule, "background", strides)
+    decoder.initialise_template(torch.from_numpy(mean).float())
+    if not projections:
+        return
+    target, target_images, _ = training_volumes(datamodule, "target", strides)
+    centre, image_centre = background.mean(0), background_images.mean(0)
+    salient_axes = np.zeros((len(centre), 0))
+    if nets.salient_dim:
+        values, salient_axes = contrastive_components(target, background, nets.salient_dim,
+                                                      contrast, about=centre)
+        null = null_contrast(target, background, contrast)
+        salient_axes = salient_axes[:, values > null]  # the other dimensions start silent
+        log.info("contrastive PCA: %d of the top %d eigenvalues (%s) exceed the largest of "
+                 "relabelled sets (%.3g)", salient_axes.shape[1], len(values),
+                 ", ".join(f"{v:.3g}" for v in values[:4]), null)
+    target_residual = target_images - image_centre
+    if nets.shared_dim:  # the backgrounds' principal axes, orthogonal to the salient ones
+        outside = background - (background - centre) @ salient_axes @ salient_axes.T
+        axes = principal_axes(outside, nets.shared_dim)
+        scale = ((background - centre) @ axes).std(0) + 1e-8
+        _set_encoder(nets.shared_encoder, axes, centre, scale)
+        shared = _codes(background, axes, centre, scale, nets.shared_dim)
+        images = least_squares(shared, background_images - image_centre, ridge)
+        decoder.shared_linear.weight.copy_(torch.from_numpy(images))
+        target_residual = target_residual - _codes(target, axes, centre, scale,
+                                                   nets.shared_dim) @ images
+    if salient_axes.shape[1]:
+        scale = ((target - centre) @ salient_axes).std(0) + 1e-8
+        _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
+        salient = _codes(target, salient_axes, centre, scale, nets.salient_dim)
+        decoder.salient_linear.weight.copy_(torch.from_numpy(
+            least_squares(salient, target_residual, ridge)))
+    log.info("linear start: shared PCA of %d backgrounds, salient cPCA (α %.3g) of %d targets",
+             len(background), contrast, len(target))
