@@ -50,10 +50,15 @@ def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
     return target, background
 
 
+def eval_dir(run_dir: Path, split: str) -> Path:
+    """Where a run's evaluation on `split` goes: eval/ for the test split, eval_<split>/ else."""
+    return run_dir / ("eval" if split == "test" else f"eval_{split}")
+
+
 def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_dir: Path,
             baselines: tuple[str, ...]) -> dict[str, Any]:
     """Train (or resume) one arm at one seed and evaluate it; returns its metrics."""
-    done = run_dir / "eval" / "metrics.json"
+    done = eval_dir(run_dir, cfg.split) / "metrics.json"
     if done.is_file():
         metrics = json.loads(done.read_text())
         if not baselines or "baselines" in metrics:
@@ -72,7 +77,8 @@ def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_d
     if not (run_dir / "separation.json").is_file():
         train.__wrapped__(train_cfg)  # errors propagate to the benchmark's own handling
     # pictures for the first seed of each arm (the metrics for every seed)
-    return evaluate_run(run_dir, baselines=baselines, figures=seed == cfg.seeds[0])
+    return evaluate_run(run_dir, eval_dir(run_dir, cfg.split), split=cfg.split,
+                        baselines=baselines, figures=seed == cfg.seeds[0])
 
 
 @reports_input_errors
@@ -102,17 +108,22 @@ def benchmark(cfg: DictConfig) -> pd.DataFrame:
             continue
         rows.append({"arm": arm, "seed": seed, "diverged": False, **headline(metrics),
                      "seconds": round(time.perf_counter() - start, 1)})
-        baseline_rows += [{"arm": f"{name} (baseline)", "seed": None, "diverged": False,
-                           **headline(m)} for name, m in metrics.get("baselines", {}).items()]
+        if not baseline_rows:  # the baselines are the same in every run that has them
+            baseline_rows = [{"arm": f"{name} (baseline)", "seed": None, "diverged": False,
+                              **headline(m)} for name, m in metrics.get("baselines", {}).items()]
         pending = () if metrics.get("baselines") else pending
     results = pd.DataFrame(baseline_rows + rows)
+    if results.empty:  # nothing asked for (e.g. seeds=[]): the cohort alone
+        log.info("no runs asked for; the cohort is in %s", out_dir / "cohort")
+        return results
     results.to_csv(out_dir / "results.csv", index=False)
     columns = [c for c in [*HEADLINE, "seconds"] if results[c].notna().any()]
     command = " ".join(["neurocvae-benchmark", *HydraConfig.get().overrides.task]) \
         if HydraConfig.initialized() else f"neurocvae-benchmark preset={cfg.name}"
     minutes = (time.perf_counter() - began) / 60
     latents = {arm: [pd.read_csv(path) for path in (
-        out_dir / "runs" / arm / f"seed{seed}" / "eval" / "latents.csv" for seed in cfg.seeds)
+        eval_dir(out_dir / "runs" / arm / f"seed{seed}", cfg.split) / "latents.csv"
+        for seed in cfg.seeds)
         if path.is_file()] for arm in arms}
     (out_dir / "benchmark.md").write_text(summary_markdown(
         results, columns, cfg, command, minutes, stability_table(latents)))
