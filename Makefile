@@ -16,9 +16,9 @@ DEMO_BRAINAGE = net=sfcn_small optim=adam optim.optimizer.lr=0.001 trainer.max_e
 	data.preprocessing.shape=[40,48,40] 'data.split_fractions={train:0.5,val:0.25,test:0.25}' \
 	data.num_workers=0 data.cache_dir=$(DEMO_DIR)/cache trainer.enable_progress_bar=false
 
-# The demo's contrastive stage: the default cVAE (efficient nets) on the selected sets, 4 mm grid.
+# The demo's contrastive stage: the default model on the selected sets, 4 mm grid, 30 epochs.
 DEMO_TRAIN = data.preprocessing.shape=[40,48,40] data.cache_dir=$(DEMO_DIR)/cache \
-	data.num_workers=0 optimizer.lr=0.002 trainer.max_epochs=30 trainer.enable_progress_bar=false
+	data.num_workers=0 trainer.max_epochs=30 trainer.enable_progress_bar=false
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed

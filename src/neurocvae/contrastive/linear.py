@@ -1,21 +1,23 @@
-"""Linear solutions that start the additive model: PCA of the backgrounds for the shared space,
-contrastive PCA (Abid et al. 2018) for the salient space, least squares for the salient images.
+"""Linear solutions that start the additive model: contrastive PCA (Abid et al. 2018) for the
+salient space, PCA of every training scan outside it for the shared space, least squares for
+the decoder's images.
 
 With them the untrained `AdditiveDecoder` nets are already a linear contrastive model:
 
-    μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the backgrounds' top principal axes ⟂ P_s)
+    μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the top principal axes of all scans, ⟂ P_s)
     μ_s(x) = P_s (x − m_bg) / σ_s     (P_s the top axes of M_target − α·C_background)
-    D([z ‖ s]) = T + L_z z + L_s s    (L_z = σ_z P_z; L_s fitted to the targets' residual)
+    D([z ‖ s]) = T + L_z z + L_s s    (L_z, L_s by least squares over the training scans,
+                                       backgrounds with s = 0)
 
-The shared axes are found in the complement of the salient ones, so that the shared code does
-not see the target-only directions. M_target is the targets' second moment about the
-backgrounds' mean m_bg (a salient code of 0
+M_target is the targets' second moment about the backgrounds' mean m_bg (a salient code of 0
 means "like a healthy scan", as backgrounds are decoded from s = 0), C_background their
-covariance. σ scales the codes to unit variance over the training scans. Salient axes whose contrast
-eigenvalue does not exceed what random relabellings of the scans reach (`null_contrast`) are
-left out: those dimensions start silent. The encoders keep P as a fixed projection
-(`LinearCode`); training then adapts the convolutions and the decoder. Volumes
-[n, V] are the model inputs average-pooled to the linear paths' coarse grid.
+covariance. Salient axes whose eigenvalue does not exceed what random relabellings of the scans
+reach (`null_contrast`) are left out: those dimensions start silent. The shared axes are found
+in the complement of the salient ones, so that the shared code does not see the target-only
+directions, and from targets and backgrounds alike. σ scales the codes to unit variance over
+the training scans. The encoders keep P as a fixed projection (`LinearCode`); training then
+adapts the convolutions and the decoder. Volumes [n, V] are the model inputs average-pooled
+to the projections' coarse grid.
 """
 
 from __future__ import annotations
@@ -159,22 +161,22 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         log.info("contrastive PCA: %d of the top %d eigenvalues (%s) exceed the largest of "
                  "relabelled sets (%.3g)", salient_axes.shape[1], len(values),
                  ", ".join(f"{v:.3g}" for v in values[:4]), null)
-    target_residual = target_images - image_centre
-    if nets.shared_dim:  # the backgrounds' principal axes, orthogonal to the salient ones
-        outside = background - (background - centre) @ salient_axes @ salient_axes.T
+    rows = np.concatenate([target, background])
+    images = np.concatenate([target_images, background_images]) - image_centre
+    codes = np.zeros((len(rows), nets.shared_dim + nets.salient_dim))
+    if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
+        outside = rows - (rows - centre) @ salient_axes @ salient_axes.T
         axes = principal_axes(outside, nets.shared_dim)
-        scale = ((background - centre) @ axes).std(0) + 1e-8
+        scale = ((rows - centre) @ axes).std(0) + 1e-8
         _set_encoder(nets.shared_encoder, axes, centre, scale)
-        shared = _codes(background, axes, centre, scale, nets.shared_dim)
-        images = least_squares(shared, background_images - image_centre, ridge)
-        decoder.shared_linear.weight.copy_(torch.from_numpy(images))
-        target_residual = target_residual - _codes(target, axes, centre, scale,
-                                                   nets.shared_dim) @ images
-    if salient_axes.shape[1]:
+        codes[:, :nets.shared_dim] = _codes(rows, axes, centre, scale, nets.shared_dim)
+    if salient_axes.shape[1]:  # backgrounds keep salient codes of 0, as in training
         scale = ((target - centre) @ salient_axes).std(0) + 1e-8
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
-        salient = _codes(target, salient_axes, centre, scale, nets.salient_dim)
-        decoder.salient_linear.weight.copy_(torch.from_numpy(
-            least_squares(salient, target_residual, ridge)))
+        codes[:len(target), nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
+                                                       nets.salient_dim)
+    fitted = least_squares(codes, images, ridge)  # the decoder's linear images, jointly
+    decoder.shared_linear.weight.copy_(torch.from_numpy(fitted[:nets.shared_dim]))
+    decoder.salient_linear.weight.copy_(torch.from_numpy(fitted[nets.shared_dim:]))
     log.info("linear start: shared PCA of %d backgrounds, salient cPCA (α %.3g) of %d targets",
              len(background), contrast, len(target))
