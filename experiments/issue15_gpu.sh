@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue-15 figures on one GPU machine (16 cores), in one go, each part a neurocvae-benchmark
-# folder under $WORK: `quick` (every quick-preset arm at seed 0, the default at seeds 0–2),
+# folder under $WORK: `quick` (every arm of preset=ablation at seed 0, the default at seeds 0–2),
 # `strength_*` (the default at seeds 0–2 on cohorts with weaker and stronger disease patterns)
 # and `full` (the full preset's default arm). Each run's metrics come back in $OUT/runs.tgz;
-# the tables are written from them afterwards by experiments/issue15_tables.sh.
+# the tables are written from them afterwards: neurocvae-benchmark with the same out_dir and
+# overrides (finished runs are kept) and experiments/detection_limit.py.
 #   OUT=outputs/issue15 experiments/issue15_gpu.sh
 set -uo pipefail
 OUT=${OUT:-outputs/issue15}; WORK=${WORK:-/tmp/issue15}; LIMIT=${LIMIT:-480}
@@ -26,7 +27,7 @@ items="cvae@1 cvae@2"
 for arm in cvae cvae_no_tc cvae_no_penalty cvae_no_linear_start cvae_fixed_alpha \
     cvae_conv_decoder previous_default vae rae cvae_w2 mm_cvae aglinskas2022 m0_baseline \
     m1_gamma_0.01 m2_no_discriminator m3_cyclical_beta m4_rae; do items="$items $arm@0"; done
-JOBS=7 run "$WORK/quick" "$items" preset=quick > "$WORK/quick.out" 2>&1
+JOBS=7 run "$WORK/quick" "$items" preset=ablation > "$WORK/quick.out" 2>&1
 wait
 cd "$WORK" || exit 1
 tar czf "$OUT/runs.tgz" */runs/*/*/eval/metrics.json */runs/*/*/eval/latents.csv \

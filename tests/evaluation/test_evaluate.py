@@ -129,12 +129,13 @@ def test_installed_eval_command(bench, tmp_path):
     assert bad.returncode == 2 and "is not a neurocvae-train run folder" in bad.stderr
 
 
-@pytest.mark.parametrize("preset", ["quick", "full"])
+@pytest.mark.parametrize("preset", ["quick", "ablation", "full"])
 def test_every_arm_of_every_preset_composes_into_a_training_config(preset):
     """A typo in a preset's arm would otherwise surface hours into a GPU benchmark."""
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("benchmark", [f"preset={preset}"])
-        assert len(cfg.seeds) >= 3 and "test" in cfg.split_fractions
+        assert len(cfg.seeds) >= (1 if preset == "ablation" else 3)
+        assert "test" in cfg.split_fractions
         compose("synth", list(cfg.cohort))
         for arm, overrides in cfg.arms.items():
             train_cfg = compose("train", [*cfg.train, *overrides, "data.target=t.csv",
