@@ -63,6 +63,20 @@ def test_the_calibrated_decoder_weighs_errors_by_the_batch_error():
     assert model.terms(p, target, background)["rec_target"] > recs[0]
 
 
+def test_validation_scores_do_not_depend_on_how_scans_are_batched():
+    """Each scan gets its own σ² in validation: the mean over scans is the same whether they
+    come in one batch or two (DDP shards the validation split across ranks)."""
+    model = module().eval()
+    target, background = torch.rand(4, 1, *SHAPE), torch.rand(4, 1, *SHAPE)
+
+    def rec(rows: slice) -> torch.Tensor:
+        p = model.forward_pass(target[rows], background[rows], draws=None)
+        return model.terms(p, target[rows], background[rows], training=False)["rec"]
+
+    whole = rec(slice(0, 4))
+    assert torch.isclose(whole, (rec(slice(0, 2)) + rec(slice(2, 4))) / 2, rtol=1e-5)
+
+
 class Snapshot(pl.Callback):
     """Parameters of the model and of the discriminator around one training batch."""
 

@@ -31,16 +31,19 @@ def reconstruction(x_hat: torch.Tensor, x: torch.Tensor,
     return alpha * (x_hat - x).square().flatten(1).mean(1)
 
 
-def calibrated_alpha(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Scalar α = N_vox / (2σ²), σ² the batch's mean squared voxel error (≥ MIN_VARIANCE):
-    with it, `reconstruction` is SSE / (2σ²) per sample."""
-    variance = (x_hat - x).square().mean().clamp_min(MIN_VARIANCE)
+def calibrated_alpha(x_hat: torch.Tensor, x: torch.Tensor, *,
+                     per_sample: bool = False) -> torch.Tensor:
+    """α = N_vox / (2σ²), σ² the batch's mean squared voxel error (a scalar), or with
+    `per_sample` each scan's own ([B]; a mean over scans that does not depend on how they are
+    batched); σ² ≥ MIN_VARIANCE. With it, `reconstruction` is SSE / (2σ²) per sample."""
+    squared = (x_hat - x).square().flatten(1)
+    variance = (squared.mean(1) if per_sample else squared.mean()).clamp_min(MIN_VARIANCE)
     return x[0].numel() / (2 * variance)
 
 
 def calibration_log_term(alpha: torch.Tensor, voxels: int) -> torch.Tensor:
-    """Scalar (N_vox / 2)·log σ² for σ² = N_vox / (2α): with it the calibrated term is the
-    Gaussian negative log-likelihood (up to a constant)."""
+    """(N_vox / 2)·log σ² for σ² = N_vox / (2α) (the shape of α): with it the calibrated term
+    is the Gaussian negative log-likelihood (up to a constant)."""
     return 0.5 * voxels * torch.log(voxels / (2 * alpha))
 
 

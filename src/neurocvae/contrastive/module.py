@@ -10,7 +10,9 @@ One batch `{"target": {"image": [B, 1, X, Y, Z]}, "background": {…}}`, two ste
 REC is α × the mean squared voxel error per scan. `reconstruction="fixed"` takes α as given;
 `"calibrated"` (the default) uses the Gaussian decoder whose variance is the batch's mean
 squared error, α = N_vox / (2σ²), plus (N_vox / 2)·log σ², so the weight of the data against
-the KL follows the fit (`losses.calibrated_alpha`; logged as `alpha`).
+the KL follows the fit (`losses.calibrated_alpha`; logged as `alpha`). Validation gives each
+scan its own σ², so that `val/rec` does not depend on how the scans are batched (or sharded
+over DDP ranks).
 
 Codes are sampled in training (Gaussian latents) and are the means in validation and encoding.
 Backgrounds are decoded from [z_bg ‖ 0]. β_t, γ_t follow their schedules over the module's own
@@ -190,15 +192,17 @@ class ContrastiveModule(pl.LightningModule):
         `training` (the gradient penalty draws from `generator`)."""
         tg, bg = slice(0, p.n), slice(p.n, 2 * p.n)
         images = torch.cat([target, background])
-        if self.hparams.reconstruction == "calibrated":
-            alpha = losses.calibrated_alpha(p.reconstruction, images).detach()
+        if self.hparams.reconstruction == "calibrated":  # validation: each scan its own σ²
+            alpha = losses.calibrated_alpha(p.reconstruction, images,
+                                            per_sample=not training).detach()
         else:
             alpha = torch.tensor(float(self.hparams.alpha), device=images.device)
         per_sample = losses.reconstruction(p.reconstruction, images, alpha)
         if self.hparams.reconstruction == "calibrated":
             per_sample = per_sample + losses.calibration_log_term(alpha, images[0].numel())
         t: dict[str, torch.Tensor] = {"rec_target": per_sample[tg].mean(),
-                                      "rec_background": per_sample[bg].mean(), "alpha": alpha}
+                                      "rec_background": per_sample[bg].mean(),
+                                      "alpha": alpha.mean()}
         t["rec"] = t["rec_target"] + self.hparams.background_weight * t["rec_background"]
         parts = {"salient": (p.salient_mu[tg], rows(p.salient_logvar, tg), p.salient[tg]),
                  "shared_target": (p.shared_mu[tg], rows(p.shared_logvar, tg), p.shared[tg]),
