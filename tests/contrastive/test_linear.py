@@ -13,13 +13,13 @@ class PlantedVolumes:
     """The two methods of a ContrastiveDataModule that `initialise_linear` reads, over planted
     volumes: backgrounds vary along 3 shared directions; targets too, plus severity × pattern."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, pattern: float = 0.03) -> None:
         rng = np.random.default_rng(seed)
         voxels = int(np.prod(SHAPE))
         self.template = rng.uniform(0.2, 0.8, voxels)
         shared = rng.normal(0, 1, (3, voxels)) * 0.05
         self.pattern = np.zeros(voxels)
-        self.pattern[:20] = 0.03
+        self.pattern[:20] = pattern
         self.severity = rng.uniform(0.5, 1.5, 60)
 
         def scans(n: int, extra: np.ndarray) -> np.ndarray:
@@ -70,3 +70,18 @@ def test_the_initialised_nets_encode_severity_and_reconstruct_the_pattern():
     # the salient images carry the planted pattern at each patient's severity
     fitted = pattern @ data.pattern / (data.pattern @ data.pattern)
     assert np.corrcoef(fitted, data.severity)[0, 1] > 0.95
+
+
+def test_without_a_target_only_pattern_the_salient_space_starts_silent():
+    """No axis beats the relabelled sets: every salient code starts at the prior (μ 0, σ 1)
+    and the decoder's salient images at 0."""
+    data = PlantedVolumes(pattern=0.0)
+    nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2, decoder="additive",
+                           projection_voxels=512, channels=(4, 8), hidden=16, norm="group",
+                           output="none")
+    initialise_linear(nets, data)
+    targets = torch.tensor(data.volumes["target"], dtype=torch.float32).view(-1, 1, *SHAPE)
+    with torch.no_grad():
+        mu, logvar = nets.eval().salient_encoder(targets)
+    assert mu.abs().max() == 0 and logvar.abs().max() == 0
+    assert nets.decoder.salient_linear.weight.abs().max() == 0

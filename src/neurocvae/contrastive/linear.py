@@ -170,7 +170,7 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         scale = ((rows - centre) @ axes).std(0) + 1e-8
         _set_encoder(nets.shared_encoder, axes, centre, scale)
         codes[:, :nets.shared_dim] = _codes(rows, axes, centre, scale, nets.shared_dim)
-    if salient_axes.shape[1]:  # backgrounds keep salient codes of 0, as in training
+    if nets.salient_dim:  # backgrounds keep salient codes of 0, as in training
         scale = ((target - centre) @ salient_axes).std(0) + 1e-8
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
         codes[:len(target), nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
@@ -178,5 +178,6 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     fitted = least_squares(codes, images, ridge)  # the decoder's linear images, jointly
     decoder.shared_linear.weight.copy_(torch.from_numpy(fitted[:nets.shared_dim]))
     decoder.salient_linear.weight.copy_(torch.from_numpy(fitted[nets.shared_dim:]))
-    log.info("linear start: shared PCA of %d backgrounds, salient cPCA (α %.3g) of %d targets",
-             len(background), contrast, len(target))
+    log.info("linear start from %d targets and %d backgrounds: %d salient and %d shared axes",
+             len(target), len(background), salient_axes.shape[1], min(nets.shared_dim,
+                                                                       len(rows) - 1))
