@@ -4,15 +4,16 @@ Each encoder level is Conv3d k3 s2 p1 (+ norm, activation), mapping an axis of n
 ⌊(n − 1)/2⌋ + 1; the decoder mirrors it with ConvTranspose3d k3 s2 p1 and the output padding
 n_in − 2·n_out + 1 ∈ {0, 1} that restores each axis exactly. Dense sizes come from the input shape.
 
-Two named architectures (conf/arch/):
+Named architectures (conf/arch/):
 - `seed_asd`: the original "asd" nets (SCIENCE.md §4): channels 32-64-128-256, BatchNorm, a dense
   128 layer on the flattened features (307,200 at 160×192×160: 39.3 M weights per encoder).
 - `efficient`: five levels, GroupNorm, and a 1×1×1 convolution that shrinks the
   features to a few channels before the dense layer, so no 300 000 → 128 layer.
-- `additive` (default): the `efficient` encoders with a linear path beside the convolutions, and
-  an `AdditiveDecoder`: a learnt template plus a linear and a convolutional image of the shared
-  code plus a linear image of the salient code, so that D([z, s]) − D([z, 0]) is the salient
-  pattern itself and the model contains probabilistic (contrastive) PCA as a special case.
+- `additive` (default): the `efficient` encoders with a fixed linear projection beside the
+  convolutions (`LinearCode`, set by `neurocvae.contrastive.linear`), and an `AdditiveDecoder`:
+  a learnt template plus a linear and a convolutional image of the shared code plus a linear
+  image of the salient code, so that D([z, s]) − D([z, 0]) is the salient pattern itself and the
+  model contains a linear (contrastive) PCA model as a special case.
 
 Linear paths work on a grid coarsened by an integer `stride` (average pooling in, trilinear
 upsampling out), chosen as the smallest that leaves at most a number of voxels: for the
@@ -227,9 +228,9 @@ class AdditiveDecoder(nn.Module):
 
         D([z ‖ s]) = T + L_z(z) + C(z) + L_s(s)
 
-    T a learnt template (set to the mean input by `initialise_template`), L_z and L_s linear
-    images of the codes (`LinearImage`), C a convolutional `Decoder` of the shared code whose
-    last layer starts at zero (so training starts from probabilistic PCA). The salient pattern
+    T a learnt template (set to the backgrounds' mean by `initialise_template`), L_z and L_s
+    linear images of the codes (`LinearImage`), C a convolutional `Decoder` of the shared code
+    whose last layer starts at zero (so training starts from the linear model). The salient pattern
     D([z, s]) − D([z, 0]) = L_s(s) is the same for every subject: a weighted sum of S images.
     No output activation: intensities are not squashed, so small differences stay linear.
     """
