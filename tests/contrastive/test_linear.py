@@ -10,7 +10,7 @@ SHAPE = (8, 8, 8)
 
 
 class PlantedVolumes:
-    """The two methods of a ContrastiveDataModule that `initialise_linear` reads, over planted
+    """The method of a ContrastiveDataModule that `initialise_linear` reads, over planted
     volumes: backgrounds vary along 3 shared directions; targets too, plus severity × pattern."""
 
     def __init__(self, seed: int = 0, pattern: float = 0.03) -> None:
@@ -30,12 +30,9 @@ class PlantedVolumes:
         self.volumes = {"target": scans(60, self.severity[:, None] * self.pattern),
                         "background": scans(60, 0)}
 
-    def role_loader(self, split: str, role: str):
+    def input_batches(self, split: str, role: str):
         images = torch.tensor(self.volumes[role], dtype=torch.float32).view(-1, 1, *SHAPE)
         return [{"image": images[i:i + 16]} for i in range(0, len(images), 16)]
-
-    def on_after_batch_transfer(self, batch, index):
-        return batch
 
 
 def test_contrastive_pca_finds_the_direction_only_targets_vary_in():

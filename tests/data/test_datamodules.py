@@ -70,6 +70,11 @@ def test_contrastive_batches_pair_each_background_with_a_target(target_and_backg
     inputs = dm.on_after_batch_transfer(batches[0], 0)
     expected = dm.minmax(batches[0]["target"]["image"].float())
     torch.testing.assert_close(inputs["target"]["image"], expected)
+    # every scan of a split once, in table order, scaled like the model's inputs
+    encoded = list(dm.input_batches("val", "background"))
+    assert [i for b in encoded for i in b["subject_id"]] == \
+        dm.splits["val"]["background"]["subject_id"].tolist()
+    assert all(b["image"].dtype == torch.float32 and b["image"].max() <= 1 for b in encoded)
     restored = datamodule("contrastive", tmp_path, target=target, background=background)
     restored.load_state_dict(dm.state_dict())
     assert restored.minmax == dm.minmax

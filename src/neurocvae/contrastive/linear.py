@@ -89,8 +89,8 @@ def training_volumes(datamodule: ContrastiveDataModule, role: str, strides: tupl
     their full-resolution mean [X, Y, Z]."""
     pooled: tuple[list, list] = ([], [])
     total, n = 0.0, 0
-    for batch in datamodule.role_loader("train", role):
-        images = datamodule.on_after_batch_transfer(batch, 0)["image"].float()
+    for batch in datamodule.input_batches("train", role):
+        images = batch["image"]
         for rows, stride in zip(pooled, strides, strict=True):
             rows.append(coarse_pool(images, stride).flatten(1).double().numpy())
         total = total + images[:, 0].double().sum(0).numpy()

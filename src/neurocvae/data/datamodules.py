@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,12 @@ class ContrastiveDataModule(CohortDataModule):
         dataset = self.dataset(self.splits[split][role])
         return self._loader(dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=False,
                                                   num_replicas=1, rank=0), train=False)
+
+    def input_batches(self, split: str, role: str) -> Iterator[dict[str, Any]]:
+        """`role_loader`'s batches as the model sees them: `image` [B, 1, X, Y, Z] float32 with
+        the fitted intensity scaling (on the CPU), `subject_id` and the other fields."""
+        for batch in self.role_loader(split, role):
+            yield self.on_after_batch_transfer(batch, 0)
 
     def _draws(self, name: str, *, train: bool) -> tuple[Dataset, EpochSampler]:
         parts = self.splits[name]

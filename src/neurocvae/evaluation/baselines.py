@@ -34,8 +34,8 @@ def split_volumes(datamodule: ContrastiveDataModule, split: str, role: str
     """The `role` rows of `split` and their model inputs, pooled and flattened: [n, V]."""
     factor = pooling(datamodule.image_shape)
     rows, arrays = [], []
-    for batch in datamodule.role_loader(split, role):
-        images = datamodule.on_after_batch_transfer(batch, 0)["image"]
+    for batch in datamodule.input_batches(split, role):
+        images = batch["image"]
         if factor > 1:
             images = torch.nn.functional.avg_pool3d(images, factor, ceil_mode=True)
         arrays.append(images.flatten(1).numpy())

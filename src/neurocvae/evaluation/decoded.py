@@ -60,8 +60,8 @@ def mean_image(datamodule: ContrastiveDataModule, split: str = "train") -> np.nd
     """Voxelwise mean of every model input (targets and backgrounds) of `split`: [X, Y, Z]."""
     total, n = None, 0
     for role in ("target", "background"):
-        for batch in datamodule.role_loader(split, role):
-            images = datamodule.on_after_batch_transfer(batch, 0)["image"][:, 0].double()
+        for batch in datamodule.input_batches(split, role):
+            images = batch["image"][:, 0].double()
             total = images.sum(0) if total is None else total + images.sum(0)
             n += len(images)
     return (total / n).float().numpy()
@@ -88,8 +88,8 @@ def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
     per_twin: dict[str, list[float]] = defaultdict(list)
     for role in ("target", "background"):
         groups = datamodule.splits[split][role].set_index("subject_id")["group"]
-        for batch in datamodule.role_loader(split, role):
-            images = datamodule.on_after_batch_transfer(batch, 0)["image"].to(module.device)
+        for batch in datamodule.input_batches(split, role):
+            images = batch["image"].to(module.device)
             shared, salient = module.latent_representation(images)
             counterfactual = _numpy(module.nets.decode(shared))
             full = _numpy(module.nets.decode(shared, salient)) if role == "target" \

@@ -166,8 +166,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     metrics["decoded"]["map_peak_distance_mm"] = max(distances) if distances else None
     if baselines:
         metrics["baselines"] = {
-            name: score_latents(with_truth(base_test, truth), base_train) | {"decoded": decoded}
-            for name, (base_train, base_test, decoded) in baseline_latents(
+            name: score_latents(with_truth(base_test, truth), base_train) | {"decoded": base_scores}
+            for name, (base_train, base_test, base_scores) in baseline_latents(
                 datamodule, baselines, split).items()}
     pictures = {}
     if figures:

@@ -30,8 +30,7 @@ def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
     (`salient_0…`) codes."""
     module.eval()
     shared, salient, ids = [], [], []
-    for batch in datamodule.role_loader(split, role):
-        batch = datamodule.on_after_batch_transfer(batch, 0)
+    for batch in datamodule.input_batches(split, role):
         z, s = module.latent_representation(batch["image"].to(module.device))
         shared.append(z.float().cpu().numpy())
         salient.append(s.float().cpu().numpy())
