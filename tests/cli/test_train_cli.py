@@ -75,6 +75,8 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
     (["ckpt_path=nowhere.ckpt"], "no such checkpoint"),
     (["checkpoint.every_n_batches=0"], "a whole number ≥ 1"),
     (["logger=wandb", "logger.mode=cloud"], "expected one of ('offline'"),
+    (["model.reconstruction=exact"], "expected one of ('fixed', 'calibrated')"),
+    (["initialise.contrast=-1"], "expected a finite number > 0"),
     *([(["trainer=ddp"], "No supported gpu backend")] if not torch.cuda.is_available() else []),
 ])
 def test_bad_settings_are_refused_before_training(sets, tmp_path, capsys, extra, message):

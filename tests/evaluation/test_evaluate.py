@@ -152,3 +152,12 @@ def test_an_unknown_baseline_is_refused_before_any_work(bench, tmp_path, capsys)
         evaluate(cfg)
     assert exit_.value.code == 2 and "unknown ['ica']" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_split_the_preset_lacks_is_refused_before_any_work(tmp_path, capsys):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [*SMALL, f"out_dir={tmp_path / 'bench'}", "split=validation"])
+    with pytest.raises(SystemExit) as exit_:
+        benchmark(cfg)
+    assert exit_.value.code == 2 and "split=validation" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()

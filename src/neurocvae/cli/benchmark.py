@@ -91,6 +91,9 @@ def benchmark(cfg: DictConfig) -> pd.DataFrame:
     if unknown:
         raise InputError(f"only={arms}: unknown arm(s) {sorted(unknown)}; the preset has "
                          f"{list(cfg.arms)}")
+    if cfg.split not in cfg.split_fractions:
+        raise InputError(f"split={cfg.split}: the preset's splits are "
+                         f"{list(cfg.split_fractions)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = make_cohort(cfg, out_dir / "cohort")
     rows, baseline_rows = [], []

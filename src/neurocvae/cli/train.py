@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +32,7 @@ from neurocvae.config import config_dir
 from neurocvae.contrastive.build import build_module, load_module
 from neurocvae.contrastive.density import fit_densities
 from neurocvae.contrastive.linear import initialise_linear
+from neurocvae.contrastive.losses import RECONSTRUCTIONS
 from neurocvae.contrastive.nets import AdditiveDecoder
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
@@ -64,6 +66,13 @@ def check_settings(cfg: DictConfig) -> None:
                          "or null (a checkpoint at each epoch's end only)")
     if cfg.get("logger") and cfg.logger.mode not in WANDB_MODES:
         raise InputError(f"logger.mode={cfg.logger.mode}: expected one of {WANDB_MODES}")
+    if cfg.model.get("reconstruction", "fixed") not in RECONSTRUCTIONS:
+        raise InputError(f"model.reconstruction={cfg.model.reconstruction}: expected one of "
+                         f"{RECONSTRUCTIONS}")
+    contrast = cfg.get("initialise", {}).get("contrast", 1.0)
+    if not (isinstance(contrast, (int, float)) and math.isfinite(contrast) and contrast > 0):
+        raise InputError(f"initialise.contrast={contrast}: expected a finite number > 0 "
+                         "(contrastive PCA's weight of the backgrounds' covariance)")
     if "val" not in cfg.data.split_fractions:
         raise InputError(f"data.split_fractions {dict(cfg.data.split_fractions)} needs a 'val' "
                          f"split: early stopping and the best checkpoint watch "
