@@ -3,7 +3,11 @@
 import numpy as np
 import torch
 
-from neurocvae.contrastive.linear import contrastive_pca, initialise_linear
+from neurocvae.contrastive.linear import (
+    contrastive_pca,
+    initialise_linear,
+    replicated_components,
+)
 from neurocvae.contrastive.nets import ContrastiveNets
 
 SHAPE = (8, 8, 8)
@@ -42,6 +46,20 @@ def test_contrastive_pca_finds_the_direction_only_targets_vary_in():
     assert cosine > 0.95
 
 
+def test_a_planted_pattern_replicates_and_noise_or_one_unusual_scan_does_not():
+    planted = PlantedVolumes()
+    assert replicated_components(planted.volumes["target"], planted.volumes["background"], 4,
+                                 10.0) == 1
+    unpatterned = PlantedVolumes(pattern=0.0)
+    target, background = unpatterned.volumes["target"], unpatterned.volumes["background"]
+    assert replicated_components(target, background, 4, 10.0) == 0
+    # one target far off in a direction of its own: the largest eigenvalue, but no other scan has it
+    unusual = target.copy()
+    unusual[0, 100:140] += 0.5
+    assert replicated_components(unusual, background, 4, 10.0) == 0
+    assert replicated_components(target[:3], background, 4, 10.0) == 0
+
+
 def test_the_initialised_nets_encode_severity_and_reconstruct_the_pattern():
     data = PlantedVolumes()
     nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2, decoder="additive",
@@ -70,7 +88,7 @@ def test_the_initialised_nets_encode_severity_and_reconstruct_the_pattern():
 
 
 def test_without_a_target_only_pattern_the_salient_space_starts_silent():
-    """No axis beats the relabelled sets: every salient code starts at the prior (μ 0, σ 1)
+    """No axis recurs in held-out scans: every salient code starts at the prior (μ 0, σ 1)
     and the decoder's salient images at 0."""
     data = PlantedVolumes(pattern=0.0)
     nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2, decoder="additive",

@@ -11,8 +11,11 @@ With them the untrained `AdditiveDecoder` nets are already a linear contrastive 
 
 M_target is the targets' second moment about the backgrounds' mean m_bg (a salient code of 0
 means "like a healthy scan", as backgrounds are decoded from s = 0), C_background their
-covariance. Salient axes whose eigenvalue does not exceed what random relabellings of the scans
-reach (`null_contrast`) are left out: those dimensions start silent. The shared axes are found
+covariance. P_s is sought outside the backgrounds' top principal axes (as many as the shared
+space has dimensions): what the shared space explains in healthy scans is not salient, and the
+large variation there (head size, age) would otherwise swamp the small target-only patterns.
+Only the leading axes whose contrast recurs in scans they were not fitted to are kept
+(`replicated_components`); the other salient dimensions start silent. The shared axes are found
 in the complement of the salient ones, so that the shared code does not see the target-only
 directions, and from targets and backgrounds alike. σ scales the codes to unit variance over
 the training scans. The encoders keep P as a fixed projection (`LinearCode`); training then
@@ -33,6 +36,7 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 
 log = logging.getLogger(__name__)
 START_VARIANCE = 0.01  # posterior variance of the initialised codes (their spread is 1)
+REPLICATION = 0.25  # share of a salient axis's contrast that must recur in held-out scans
 
 
 def contrastive_components(target: np.ndarray, background: np.ndarray, components: int,
@@ -59,20 +63,47 @@ def contrastive_pca(target: np.ndarray, background: np.ndarray, components: int,
     return contrastive_components(target, background, components, alpha)[1]
 
 
-def null_contrast(target: np.ndarray, background: np.ndarray, alpha: float, *,
-                  permutations: int = 5, seed: int = 0) -> float:
-    """The largest top eigenvalue of `contrastive_components` (about the background mean) over
-    random relabellings of the scans into sets of the same sizes: what sampling noise alone
-    reaches."""
-    rows = np.concatenate([target, background])
+def contrast_along(axes: np.ndarray, target: np.ndarray, background: np.ndarray, alpha: float,
+                   *, about: np.ndarray) -> np.ndarray:
+    """[k] the contrast aᵀ(M_target − α·C_background)a of each axis a (columns of [V, k]) in the
+    rows given, M_target the targets' second moment about `about`."""
+    target_moment = (((target - about) @ axes) ** 2).mean(0)
+    background_variance = (((background - background.mean(0)) @ axes) ** 2).mean(0)
+    return target_moment - alpha * background_variance
+
+
+def replicated_components(target: np.ndarray, background: np.ndarray, components: int,
+                          alpha: float, *, splits: int = 5, seed: int = 0) -> int:
+    """How many leading contrastive axes (of `contrastive_components` about the backgrounds'
+    mean) recur in scans they were not fitted to. The targets and the backgrounds are split in
+    random halves `splits` times; each half fits the axes in turn and the other half measures
+    their contrast (`contrast_along`). Rank i replicates when the median held-out contrast is
+    at least REPLICATION × the median fitted eigenvalue. An axis fitted to sampling noise, or
+    to one unusual scan, does not recur. Sets of fewer than 4 scans replicate nothing."""
+    if min(len(target), len(background)) < 4:
+        return 0
     rng = np.random.default_rng(seed)
-    tops = []
-    for _ in range(permutations):
-        order = rng.permutation(len(rows))
-        pseudo_target, pseudo_background = rows[order[:len(target)]], rows[order[len(target):]]
-        tops.append(contrastive_components(pseudo_target, pseudo_background, 1, alpha,
-                                           about=pseudo_background.mean(0))[0][0])
-    return float(max(tops))
+    fitted, held_out = [], []
+    for _ in range(splits):
+        target_order = rng.permutation(len(target))
+        background_order = rng.permutation(len(background))
+        halves = [(target[target_order[i::2]], background[background_order[i::2]]) for i in (0, 1)]
+        for (fit_target, fit_background), (test_target, test_background) in (halves, halves[::-1]):
+            centre = fit_background.mean(0)
+            values, axes = contrastive_components(fit_target, fit_background, components, alpha,
+                                                  about=centre)
+            fitted.append(values)
+            held_out.append(contrast_along(axes, test_target, test_background, alpha,
+                                           about=centre))
+    fitted_median, held_out_median = np.median(fitted, 0), np.median(held_out, 0)
+    replicates = (fitted_median > 0) & (held_out_median >= REPLICATION * fitted_median)
+    return len(replicates) if replicates.all() else int(np.argmin(replicates))
+
+
+def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The rows [n, V] with their components along the orthonormal `axes` [V, k] about `centre`
+    removed."""
+    return rows - (rows - centre) @ axes @ axes.T
 
 
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
@@ -153,20 +184,23 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     target, target_images, _ = training_volumes(datamodule, "target", strides)
     centre, image_centre = background.mean(0), background_images.mean(0)
     salient_axes = np.zeros((len(centre), 0))
-    if nets.salient_dim:
-        values, salient_axes = contrastive_components(target, background, nets.salient_dim,
-                                                      contrast, about=centre)
-        null = null_contrast(target, background, contrast)
-        salient_axes = salient_axes[:, values > null]  # the other dimensions start silent
-        log.info("contrastive PCA: %d of the top %d eigenvalues (%s) exceed the largest of "
-                 "relabelled sets (%.3g)", salient_axes.shape[1], len(values),
-                 ", ".join(f"{v:.3g}" for v in values[:4]), null)
+    if nets.salient_dim:  # outside what the shared space explains of the backgrounds
+        background_axes = principal_axes(background, nets.shared_dim)
+        target_rest = outside(target, background_axes, centre)
+        background_rest = outside(background, background_axes, centre)
+        values, salient_axes = contrastive_components(target_rest, background_rest,
+                                                      nets.salient_dim, contrast, about=centre)
+        kept = replicated_components(target_rest, background_rest, nets.salient_dim, contrast)
+        salient_axes = salient_axes[:, :kept]  # the other dimensions start silent
+        log.info("contrastive PCA outside the backgrounds' top %d principal axes: %d of the top "
+                 "%d axes (eigenvalues %s) recur in held-out halves of the scans",
+                 background_axes.shape[1], kept, len(values),
+                 ", ".join(f"{v:.3g}" for v in values[:4]))
     rows = np.concatenate([target, background])
     images = np.concatenate([target_images, background_images]) - image_centre
     codes = np.zeros((len(rows), nets.shared_dim + nets.salient_dim))
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
-        outside = rows - (rows - centre) @ salient_axes @ salient_axes.T
-        axes = principal_axes(outside, nets.shared_dim)
+        axes = principal_axes(outside(rows, salient_axes, centre), nets.shared_dim)
         scale = ((rows - centre) @ axes).std(0) + 1e-8
         _set_encoder(nets.shared_encoder, axes, centre, scale)
         codes[:, :nets.shared_dim] = _codes(rows, axes, centre, scale, nets.shared_dim)
