@@ -53,8 +53,16 @@ def test_degenerate_fits_are_refused(controls):
     predicted, age = controls
     with pytest.raises(InputError, match="a range of ages"):
         BiasCorrection.fit(predicted[:20], np.full(20, 60.0))
+    for form in ("scaling", "offset"):  # a constant prediction, refused by both forms
+        with pytest.raises(InputError, match=r"slope 0\.000, correction\.min_slope 0\.05.*has "
+                                             r"not learnt age"):
+            BiasCorrection.fit(np.full(age.size, 62.0), age, form=form)
+    weak = 0.03 * age + 60
     with pytest.raises(InputError, match="has not learnt age"):
-        BiasCorrection.fit(np.full(age.size, 62.0), age)
+        BiasCorrection.fit(weak, age, form="offset")
+    assert BiasCorrection.fit(weak, age, form="offset", min_slope=0.01).a == pytest.approx(-0.97)
+    with pytest.raises(InputError, match="has not learnt age"):  # scaling never divides by ≤ 0
+        BiasCorrection.fit(62 - 0.1 * age, age, form="scaling", min_slope=-1)
     with pytest.raises(InputError, match="form 'ratio'"):
         BiasCorrection.fit(predicted, age, form="ratio")
 

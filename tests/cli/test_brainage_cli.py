@@ -17,11 +17,11 @@ from neurocvae.data.cohort import read_manifest
 from neurocvae.data.synthetic import generate_cohort
 from tests.conftest import compose_config, synth_recipe
 
-# Two epochs learn little age: the offset form, which never divides by the fitted slope.
+# Two epochs learn little age: the offset form, with no least slope of predicted on true age.
 FAST = ["net=sfcn_small", "optim=adam", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
         "data.preprocessing.shape=[40,48,40]", "data.num_workers=0", "data.cache_workers=0",
         "data.split_fractions={train:0.5,val:0.25,test:0.25}", "correction.min_subjects=5",
-        "correction.form=offset", "trainer.log_every_n_steps=1"]
+        "correction.form=offset", "correction.min_slope=-inf", "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,29 @@ def test_installed_command_learns_age_on_the_ci_cohort(ci_cohort, tmp_path):
     bag = {group: value["mean"] for group, value in metrics["bag_by_group"].items()}
     assert bag["dual"] > bag["HC"] + 1  # planted: +3 years for dual, 0 for HC
     assert "held-out HC" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_predict_every_scan_once_as_one_process_does(trained, cohort,
+                                                                       tmp_path):
+    """`trainer=ddp_cpu`: each rank predicts half the scans; the first gathers them, fits the
+    correction once on every calibration control and writes the same results as one process."""
+    loaded = ["train=false", f"weights={trained / 'checkpoints' / 'best.ckpt'}",
+              f"data.manifest={cohort / 'manifest.csv'}",
+              f"data.cache_dir={tmp_path / 'cache'}"]
+    single = tmp_path / "single"
+    brainage(config(cohort, single, *loaded))
+    result = subprocess.run([command(), *FAST, *loaded, "trainer=ddp_cpu",
+                             f"out_dir={tmp_path / 'ddp'}"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    one = pd.read_csv(single / "brainage.csv").set_index("subject_id").sort_index()
+    two = pd.read_csv(tmp_path / "ddp" / "brainage.csv").set_index("subject_id").sort_index()
+    assert len(two) == len(one) == len(pd.read_csv(cohort / "manifest.csv"))
+    assert (one["brain_age"] - two["brain_age"]).abs().max() < 1e-4
+    assert two["lbc_fit"].sum() == one["lbc_fit"].sum()
+    assert json.loads((tmp_path / "ddp" / "lbc.json").read_text())["n"] == one["lbc_fit"].sum()
+    for name in ("target.csv", "background.csv"):
+        assert (sorted(pd.read_csv(tmp_path / "ddp" / name)["subject_id"])
+                == sorted(pd.read_csv(single / name)["subject_id"]))

@@ -9,6 +9,12 @@ Two published forms, both from an ordinary least-squares line on the calibration
 The brain-age gap (BAG) is corrected age − y. The scaling form divides gaps by its slope
 (BAG_scaling = BAG_offset / (1 + a_offset)), so a BAG threshold only means something together
 with the form: it is saved with the coefficients.
+
+Both forms refuse a model that has not learnt age by the same rule: the slope of predicted on
+true age over the calibration controls must reach `min_slope` (the scaling slope; the offset
+form's slope is that minus 1). Below it the scaling form would divide by almost nothing, and
+the offset form would subtract the model's whole error and report a near-perfect result for a
+model that predicts a constant.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from neurocvae.errors import InputError
 
 FORMS = ("scaling", "offset")
+MIN_SLOPE = 0.05  # years of predicted age per year of age
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,10 @@ class BiasCorrection:
 
     @classmethod
     def fit(cls, predicted: np.ndarray, age: np.ndarray, *, form: str = "scaling",
-            min_subjects: int = 10, fitted_on: str = "") -> BiasCorrection:
-        """OLS fit on calibration controls: `predicted` and true `age` in years, [N] each."""
+            min_subjects: int = 10, min_slope: float = MIN_SLOPE,
+            fitted_on: str = "") -> BiasCorrection:
+        """OLS fit on calibration controls: `predicted` and true `age` in years, [N] each;
+        refused when predicted age rises by less than `min_slope` per year of age."""
         if form not in FORMS:
             raise InputError(f"correction form {form!r}: expected one of {FORMS}")
         predicted, age = np.asarray(predicted, float), np.asarray(age, float)
@@ -46,12 +55,14 @@ class BiasCorrection:
         if np.ptp(age) == 0:
             raise InputError(f"the bias correction needs a range of ages{where}; every control "
                              f"is {age[0]:g}")
-        target = predicted if form == "scaling" else predicted - age
-        a, b = np.polyfit(age, target, 1)
-        if form == "scaling" and a <= 0.05:
+        a, b = np.polyfit(age, predicted, 1)
+        if not a >= min_slope or (a <= 0 and form == "scaling"):
             raise InputError(f"predicted age hardly rises with age on the calibration controls"
-                             f"{where} (slope {a:.3f}): the model has not learnt age, and the "
-                             "scaling correction would divide by that slope")
+                             f"{where} (slope {a:.3f}, correction.min_slope {min_slope:g}): the "
+                             "model has not learnt age, and a bias correction would hide that. "
+                             "Train longer or check the weights")
+        if form == "offset":
+            a -= 1.0
         return cls(form=form, a=float(a), b=float(b), n=len(age), fitted_on=fitted_on)
 
     def corrected_age(self, predicted: np.ndarray, age: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import hydra
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
@@ -46,9 +47,24 @@ def controls_of(table: pd.DataFrame, split: str) -> pd.Series:
     return (table["group"] == HEALTHY) & (table["split"] == split)
 
 
-def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path) -> pd.DataFrame:
+def gather_predictions(trainer: pl.Trainer, batches: list[dict[str, Any]]) -> pd.DataFrame:
+    """`subject_id` and `brain_age` (years) of every scan predicted by any rank. Under DDP each
+    rank predicts its own part of the scans (each scan once: Lightning's unrepeated sampler);
+    the parts are gathered on every rank."""
+    predicted = pd.DataFrame({
+        "subject_id": [s for batch in batches for s in batch["subject_id"]],
+        "brain_age": np.concatenate([batch["brain_age"].numpy() for batch in batches])})
+    if trainer.world_size > 1:
+        parts: list[pd.DataFrame | None] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(parts, predicted)
+        predicted = pd.concat(parts, ignore_index=True)
+    return predicted
+
+
+def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
+                 out_dir: Path) -> pd.DataFrame | None:
     """Train or load SFCN, then predict every usable scan: the manifest + split, `sfcn_fit`,
-    `brain_age` (years)."""
+    `brain_age` (years). None on every DDP rank but the first, which gets every prediction."""
     bins = AgeBins(**cfg.bins)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -74,10 +90,14 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule, out_dir: Path)
     if cfg.train:
         trainer.fit(module, datamodule=datamodule)
     best = "best" if cfg.train else None
-    batches = trainer.predict(module, datamodule=datamodule, ckpt_path=best)
-    predicted = pd.DataFrame({
-        "subject_id": [s for batch in batches for s in batch["subject_id"]],
-        "brain_age": np.concatenate([batch["brain_age"].numpy() for batch in batches])})
+    predicted = gather_predictions(
+        trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=best))
+    if not trainer.is_global_zero:
+        return None
+    unpredicted = set(table["subject_id"]) - set(predicted["subject_id"])
+    if unpredicted or not predicted["subject_id"].is_unique:
+        raise RuntimeError(f"prediction covered {predicted['subject_id'].nunique()} of "
+                           f"{len(table)} scans ({len(predicted)} predictions)")
     fitted = set(datamodule.splits["train"]["subject_id"]) if cfg.train else set()
     return (table.assign(sfcn_fit=table["subject_id"].isin(fitted))
             .merge(predicted, on="subject_id", validate="one_to_one"))
@@ -91,7 +111,7 @@ def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.
     fit = controls_of(table, split) & ~table["sfcn_fit"]
     correction = BiasCorrection.fit(
         table.loc[fit, "brain_age"], table.loc[fit, "age"], form=correction_cfg["form"],
-        min_subjects=correction_cfg["min_subjects"],
+        min_subjects=correction_cfg["min_subjects"], min_slope=correction_cfg["min_slope"],
         fitted_on=calibration_controls(split))
     return table.assign(lbc_fit=fit,
                         corrected_age=correction.corrected_age(table["brain_age"], table["age"]),
@@ -168,6 +188,8 @@ def brainage(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data)
     table = predict_ages(cfg, datamodule, out_dir)
+    if table is None:  # another DDP rank: the first one corrects, selects and writes
+        return {}
     table, correction = correct(table, cfg.correction)
     correction.save(out_dir / "lbc.json")
     metrics = {"correction": vars(correction), **measure(table, cfg.correction.report_on)}
