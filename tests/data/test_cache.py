@@ -1,14 +1,20 @@
 """The volume cache: same values as the uncached pipeline, keyed by settings and sources."""
 
+import fcntl
 import multiprocessing
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from neurocvae.data.cache import open_or_build
+from neurocvae.data.cache import _locked, open_or_build
 from neurocvae.data.cohort import read_manifest
 from neurocvae.data.volumes import Preprocessing
 from neurocvae.errors import InputError
@@ -86,3 +92,74 @@ def test_concurrent_builders_make_one_entry(tiny_cohort, tmp_path):
         folders = pool.map(_build, [(paths, cache_dir)] * 2)
     assert folders[0] == folders[1]
     assert len(entries(cache_dir)) == 1
+
+
+BUILD = """
+import sys
+from neurocvae.data.cache import _locked, open_or_build
+from neurocvae.data.volumes import Preprocessing
+paths = sys.argv[2:]
+open_or_build(paths, Preprocessing(shape=(40, 48, 40)), sys.argv[1], workers=2)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_building_does_not_block_the_next(tmp_path):
+    """SIGKILL of the building process mid-build: its workers die with it and hold no lock, so
+    a rerun finishes (volumes larger than a pipe's buffer once left workers blocked forever)."""
+    paths = [str(write_nifti(tmp_path / f"v{i}.nii.gz", brain(i, (40, 48, 40))))
+             for i in range(120)]
+    cache_dir = tmp_path / "cache"
+    build = subprocess.Popen([sys.executable, "-c", BUILD, str(cache_dir), *paths])
+    deadline = time.monotonic() + 120
+    while not list(cache_dir.glob("*.partial/volumes.npy")):
+        assert build.poll() is None and time.monotonic() < deadline, "the build never started"
+        time.sleep(0.05)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    rerun = subprocess.run([sys.executable, "-c", BUILD, str(cache_dir), *paths],
+                           capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(open_or_build(paths, Preprocessing(shape=(40, 48, 40)), cache_dir).array) == 120
+
+
+def test_a_waiting_run_names_the_lock_and_its_holder(tmp_path, caplog):
+    lock = tmp_path / "entry.lock"
+    acquired = threading.Event()
+
+    def wait_for_the_lock():
+        with _locked(lock):
+            acquired.set()
+
+    with _locked(lock):
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while "waiting for" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not acquired.is_set()
+    waiter.join(10)
+    assert acquired.is_set()
+    assert f"waiting for {lock}: another run (PID {os.getpid()}) is building" in caplog.text
+
+
+def test_a_lock_whose_holder_died_is_replaced(tmp_path, caplog):
+    """An orphan keeps the lock of a run that was killed: the file names a dead PID, and the
+    next run replaces the lock instead of waiting for ever."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    lock = tmp_path / "entry.lock"
+    lock.write_text(dead + "\n")
+    with open(lock) as orphan:  # stands for the orphan's inherited descriptor
+        fcntl.flock(orphan, fcntl.LOCK_EX)
+        done = threading.Event()
+
+        def take_it():
+            with _locked(lock):
+                done.set()
+
+        taker = threading.Thread(target=take_it, daemon=True)
+        taker.start()
+        taker.join(10)
+        assert done.is_set()
+    assert f"its holder (PID {dead}) has died" in caplog.text

@@ -15,19 +15,25 @@ Layout of one entry, `<cache_dir>/<settings hash>-<sources hash>/`:
 
 A changed setting or a changed source file (size or modification time) gives another key, so
 the cache is rebuilt; an entry that covers a superset of the requested files is reused. An entry
-is built in a `.partial` folder under a file lock and renamed into place when complete.
+is built in a `.partial` folder under a file lock and renamed into place when complete; a run
+that waits for the lock says so and for whom, and a lock left held by an orphan of a killed run
+is replaced.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
-from contextlib import contextmanager
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +47,7 @@ from neurocvae.errors import InputError
 from neurocvae.progress import progress
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def fingerprint(path: str) -> tuple[str, int, int]:
@@ -110,11 +117,13 @@ def open_or_build(paths: Sequence[str], preprocessing: Preprocessing, cache_dir:
     sources = [fingerprint(p) for p in paths]
     settings = preprocessing.cache_settings()
     prefix = _digest(settings)
-    with _locked(cache_dir / f"{prefix}.lock"):
+    lock_path = cache_dir / f"{prefix}.lock"
+    with _locked(lock_path) as lock_fd:
         cache = _find(cache_dir, prefix, sources)
         if cache is None:
             folder = cache_dir / f"{prefix}-{_digest(sorted(sources))}"
-            _build(folder, sources, preprocessing, workers=workers)
+            _build(folder, sources, preprocessing, workers=workers,
+                   worker_init_fn=functools.partial(_close_in_worker, lock_path, lock_fd))
             cache = VolumeCache(folder)
     _check_rejected(cache, paths, skip_bad)
     return cache
@@ -143,14 +152,85 @@ def _check_rejected(cache: VolumeCache, paths: Sequence[str], skip_bad: bool) ->
 
 
 @contextmanager
-def _locked(lock_path: Path):
-    """An exclusive advisory lock: one builder per entry, others wait and then reuse it."""
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def _locked(lock_path: Path) -> Iterator[int]:
+    """An exclusive advisory lock on `lock_path`: one builder per entry; others say what they
+    wait for, wait, and then reuse the entry. Yields the lock's file descriptor (workers close
+    their inherited copy, `_close_in_worker`). The holder writes its PID into the file. A lock
+    still held after its recorded holder has died (by an orphan of a killed run) is stale: the
+    file is replaced, and the orphan keeps a lock on a file nobody uses."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            yield
+            if not _try_lock(fd):
+                holder = _holder(fd)
+                if holder is not None and not _alive(holder):
+                    log.warning("%s: its holder (PID %d) has died but an orphan still holds it; "
+                                "replacing the stale lock", lock_path, holder)
+                    _unlink_if_same(lock_path, fd)
+                    continue
+                log.warning("waiting for %s: another run (PID %s) is building this cache "
+                            "entry", lock_path, holder if holder is not None else "unknown")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _same_file(lock_path, fd):  # replaced as stale while we waited: try again
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield fd
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            return
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(fd: int) -> int | None:
+    """The PID written into a lock file by its holder (None if none is)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _unlink_if_same(path: Path, fd: int) -> None:
+    if _same_file(path, fd):
+        path.unlink(missing_ok=True)
+
+
+def _close_in_worker(lock_path: Path, lock_fd: int, worker_id: int) -> None:
+    """A cache-building worker dies with its parent (Linux) and never holds the parent's lock:
+    a worker that outlived a killed run would otherwise block every later run."""
+    with suppress(OSError):
+        if _same_file(lock_path, lock_fd):  # a forked worker's copy (a spawned one has none)
+            os.close(lock_fd)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 class _Decoder(Dataset):
@@ -194,7 +274,7 @@ def _shape_problems(paths: Sequence[str], preprocessing: Preprocessing) -> dict[
 
 
 def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Preprocessing, *,
-           workers: int) -> None:
+           workers: int, worker_init_fn: Callable[[int], None] | None = None) -> None:
     paths = [p for p, _, _ in sources]
     rejected = _shape_problems(paths, preprocessing)
     good = [i for i, p in enumerate(paths) if p not in rejected]
@@ -205,7 +285,8 @@ def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Pre
     minima = np.full(len(paths), np.nan)
     maxima = np.full(len(paths), np.nan)
     loader = DataLoader(torch.utils.data.Subset(_Decoder(paths, preprocessing), good),
-                        batch_size=None, num_workers=workers, collate_fn=_as_is)
+                        batch_size=None, num_workers=workers, collate_fn=_as_is,
+                        worker_init_fn=worker_init_fn)
     log.info("caching %d volumes into %s", len(good), folder)
     with progress("caching volumes", total=len(good)) as advance:
         for i, volume, problem in loader:
