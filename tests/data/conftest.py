@@ -20,6 +20,15 @@ def write_nifti(path: Path | str, data: np.ndarray, affine: np.ndarray = RAS_2MM
     return path
 
 
+def write_with_sform(path: Path | str, data: np.ndarray, sform: np.ndarray) -> Path:
+    """A NIfTI whose header holds `sform` (code 1) and no qform, however broken the matrix."""
+    header = nib.Nifti1Image(np.asarray(data, dtype=np.float32), RAS_2MM).header
+    header.set_sform(sform, code=1)
+    header.set_qform(None, code=0)
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), None, header=header), str(path))
+    return Path(path)
+
+
 def brain(seed: int, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     """A positive blob in a zero background, different for each seed."""
     rng = np.random.default_rng(seed)

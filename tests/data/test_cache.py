@@ -18,7 +18,7 @@ from neurocvae.data.cache import _locked, open_or_build
 from neurocvae.data.cohort import read_manifest
 from neurocvae.data.volumes import Preprocessing
 from neurocvae.errors import InputError
-from tests.data.conftest import brain, write_nifti
+from tests.data.conftest import brain, write_nifti, write_with_sform
 
 PREP = Preprocessing(shape=(10, 12, 8))
 
@@ -72,6 +72,29 @@ def test_bad_volumes_are_all_listed_or_skipped_into_rejected(tiny_cohort, tmp_pa
     assert paths[1] not in cache and paths[2] not in cache and paths[0] in cache
     assert sorted(cache.rejected["path"]) == sorted(paths[1:3])
     assert (cache.folder / "rejected.csv").is_file()
+
+
+@pytest.mark.parametrize("sform", [np.zeros((4, 4)), np.diag([2.0, 2.0, 0.0, 1.0])],
+                         ids=["zero", "singular"])
+def test_a_volume_without_orientation_is_a_named_bad_volume(tiny_cohort, tmp_path, sform):
+    paths, cache_dir = paths_of(tiny_cohort), tmp_path / "cache"
+    write_with_sform(paths[1], brain(1), sform)
+    with pytest.raises(InputError, match="1 bad volume") as raised:
+        open_or_build(paths, PREP, cache_dir, workers=2)
+    assert f"{paths[1]}: singular affine" in str(raised.value)
+    cache = open_or_build(paths, PREP, cache_dir, skip_bad=True)
+    assert paths[1] not in cache and paths[0] in cache
+    assert not list(cache_dir.glob("*.partial"))
+
+
+def test_a_failed_build_leaves_no_partial_entry(tiny_cohort, tmp_path, monkeypatch):
+    def broken(transform, path):
+        raise RuntimeError("a worker's failure")
+
+    monkeypatch.setattr("neurocvae.data.cache.preprocess", broken)
+    with pytest.raises(RuntimeError, match="a worker's failure"):
+        open_or_build(paths_of(tiny_cohort), PREP, tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.partial"))
 
 
 def test_readers_do_not_copy_the_array(tiny_cohort, tmp_path):

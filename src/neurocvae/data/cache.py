@@ -275,19 +275,33 @@ def _shape_problems(paths: Sequence[str], preprocessing: Preprocessing) -> dict[
 
 def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Preprocessing, *,
            workers: int, worker_init_fn: Callable[[int], None] | None = None) -> None:
-    paths = [p for p, _, _ in sources]
-    rejected = _shape_problems(paths, preprocessing)
-    good = [i for i, p in enumerate(paths) if p not in rejected]
+    """Write the entry into `<folder>.partial` and rename it into place; on any failure the
+    partial folder is removed."""
     partial = folder.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    try:
+        _write_entry(partial, sources, preprocessing, workers=workers,
+                     worker_init_fn=worker_init_fn)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(folder)
+
+
+def _write_entry(partial: Path, sources: list[tuple[str, int, int]],
+                 preprocessing: Preprocessing, *, workers: int,
+                 worker_init_fn: Callable[[int], None] | None) -> None:
+    paths = [p for p, _, _ in sources]
+    rejected = _shape_problems(paths, preprocessing)
+    good = [i for i, p in enumerate(paths) if p not in rejected]
     array = None
     minima = np.full(len(paths), np.nan)
     maxima = np.full(len(paths), np.nan)
     loader = DataLoader(torch.utils.data.Subset(_Decoder(paths, preprocessing), good),
                         batch_size=None, num_workers=workers, collate_fn=_as_is,
                         worker_init_fn=worker_init_fn)
-    log.info("caching %d volumes into %s", len(good), folder)
+    log.info("caching %d volumes into %s", len(good), partial.with_suffix(""))
     with progress("caching volumes", total=len(good)) as advance:
         for i, volume, problem in loader:
             advance()
@@ -305,7 +319,6 @@ def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Pre
             array[i] = volume
             minima[i], maxima[i] = volume.min(), volume.max()
     if array is None:
-        shutil.rmtree(partial)
         raise InputError("no usable volume:\n" + problem_list(
             [f"{p}: {why}" for p, why in rejected.items()]))
     array.flush()
@@ -321,4 +334,3 @@ def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Pre
     pd.DataFrame(sorted(rejected.items()), columns=["path", "problem"]).to_csv(
         partial / "rejected.csv", index=False)
     (partial / "settings.json").write_text(json.dumps(preprocessing.cache_settings(), indent=1))
-    partial.rename(folder)

@@ -152,7 +152,23 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise VolumeError(path, f"{data.size - int(finite.sum())} NaN or infinite voxel(s)")
     if not data.any():
         raise VolumeError(path, "all voxels are zero")
-    return data, image.affine
+    affine = np.asarray(image.affine, dtype=float)
+    if affine_problem(affine):
+        raise VolumeError(path, affine_problem(affine))
+    return data, affine
+
+
+def affine_problem(affine: np.ndarray) -> str:
+    """What is wrong with a 4×4 voxel-to-world matrix ("" when nothing): it must be finite and
+    its 3×3 part invertible (a header whose sform/qform is zero or degenerate has no
+    orientation to reorient by)."""
+    if not np.isfinite(affine).all():
+        return "the affine (voxel-to-world matrix) has NaN or infinite entries"
+    scales = np.linalg.svd(affine[:3, :3], compute_uv=False)
+    if scales.min() <= 1e-6 * max(scales.max(), 1e-12):
+        return (f"singular affine (voxel-to-world matrix {np.round(affine[:3], 3).tolist()}): "
+                "the header's sform/qform gives no orientation; fix the header")
+    return ""
 
 
 class LoadVolumed(MapTransform):
