@@ -116,12 +116,22 @@ def test_ages_outside_the_bins_warn_with_their_count(cohort, tmp_path):
     (["correction.fit_on=train"], "must be fitted on controls the network did not train on"),
     (["bins.stop=90"], "net.output_dim=40 but bins"),
     (["train=false", "weights=nowhere.p"], "nowhere.p: weight file not found"),
+    (["optim.optimizer.lr=0"], "optim.optimizer.lr=0: expected a finite number > 0"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected a finite number ≥ 1"),
 ])
 def test_bad_settings_stop_with_one_clear_line(cohort, tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as stop:
         brainage(config(cohort, tmp_path / "run", *overrides))
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_manifest_without_rows_is_refused(tmp_path, capsys):
+    (tmp_path / "manifest.csv").write_text("subject_id,path,age,sex,group,site\n")
+    with pytest.raises(SystemExit):
+        brainage(compose_config("brainage", [*FAST, f"data.manifest={tmp_path / 'manifest.csv'}",
+                                             f"out_dir={tmp_path / 'run'}"]))
+    assert "manifest.csv: no rows" in capsys.readouterr().err
 
 
 def test_results_are_not_overwritten_unless_asked(trained, cohort, capsys):

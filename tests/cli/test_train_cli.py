@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from neurocvae.cli.train import train
 from neurocvae.config import config_dir
@@ -77,12 +79,50 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
     (["logger=wandb", "logger.mode=cloud"], "expected one of ('offline'"),
     (["model.reconstruction=exact"], "expected one of ('fixed', 'calibrated')"),
     (["initialise.contrast=-1"], "expected a finite number > 0"),
+    (["beta.value=-1"], "beta.value=-1: expected a finite number ≥ 0"),
+    (["beta=cyclical", "beta.value=-0.5"], "beta.value=-0.5: expected a finite number ≥ 0"),
+    (["gamma.value=-1"], "gamma.value=-1: expected a finite number ≥ 0"),
+    (["optimizer.lr=0"], "optimizer.lr=0: expected a finite number > 0"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan: expected a finite number > 0"),
+    (["discriminator_optimizer.lr=-1e-4"], "discriminator_optimizer.lr=-0.0001: expected"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected a finite number ≥ 1"),
+    (["data.preprocessing.shape=[3,3,3]"], "too small for the networks: their 2 stride-2 "
+                                           "stages need at least 4 voxels"),
+    (["data.preprocessing.shape=[160,192,160]"], "is 100% zero padding around volumes of "
+                                                 "12×14×10 voxels"),
     *([(["trainer=ddp"], "No supported gpu backend")] if not torch.cuda.is_available() else []),
 ])
 def test_bad_settings_are_refused_before_training(sets, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:
         run(sets, tmp_path, *extra)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_patient_in_the_background_table_is_refused(sets, tmp_path, capsys):
+    target, background = sets
+    table = pd.read_csv(background)
+    table.loc[[2, 5], "group"] = "MDD"
+    mixed = background.with_name("mixed_background.csv")
+    table.to_csv(mixed, index=False)
+    with pytest.raises(SystemExit):
+        run((target, mixed), tmp_path / "run")
+    assert ("holds healthy controls (group HC) only; 2 row(s) are patients ['MDD'] (lines 4, 7)"
+            in capsys.readouterr().err)
+
+
+def test_an_added_key_nothing_reads_is_refused(sets, tmp_path, capsys):
+    """`+foo=1` would be stored and ignored; a nested addition to a known entry passes on."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides(sets, tmp_path, "+foo=1"),
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert "unknown setting(s) ['+foo=1']: train has no such key" in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -27,6 +27,8 @@ def test_a_valid_manifest_reads_with_absolute_paths_and_extra_columns(tiny_cohor
     ("site", " ", "line 4, column site: empty"),
     ("path", "volumes/missing.nii.gz", "line 4, column path: no such file"),
     ("subject_id", "s000", "line 4, column subject_id: 's000' is a duplicate of line 2"),
+    ("age", "-5", "line 4, column age: -5 is outside 0–130 years"),
+    ("age", "300", "line 4, column age: 300 is outside 0–130 years"),
 ])
 def test_each_bad_cell_is_named(tiny_cohort, column, value, message):
     table = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
@@ -47,6 +49,12 @@ def test_all_problems_are_reported_together(tiny_cohort):
         read_manifest(tiny_cohort)
     assert "line 2, column age" in str(raised.value)
     assert "line 7, column group" in str(raised.value)
+
+
+def test_a_table_without_rows_is_refused(tmp_path):
+    (tmp_path / "empty.csv").write_text("subject_id,path,age,sex,group,site\n")
+    with pytest.raises(InputError, match=r"empty\.csv: no rows"):
+        read_manifest(tmp_path / "empty.csv")
 
 
 def test_missing_columns_are_listed(tiny_cohort):

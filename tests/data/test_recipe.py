@@ -50,6 +50,16 @@ def test_invalid_recipe_is_named(override, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("+age.MDD=60", "unknown key(s) ['age.MDD']; age has ['max', 'min']"),
+    ("+head_size.mean=1", "unknown key(s) ['head_size.mean']"),
+])
+def test_a_key_the_recipe_does_not_read_is_refused(override, message):
+    with pytest.raises(InputError) as error:
+        synth_recipe(override)
+    assert message in str(error.value)
+
+
 def test_all_problems_are_reported_at_once():
     with pytest.raises(InputError) as error:
         synth_recipe("counts.HC=-1", "grid.voxel_size=-1")

@@ -4,22 +4,73 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from neurocvae.config import config_dir
 from neurocvae.errors import InputError, TrainingDiverged
 
 log = logging.getLogger("neurocvae")
 
 
+def known_settings(config_name: str) -> set[str]:
+    """The top-level keys of `conf/<config_name>.yaml`: its own entries, its config groups, and
+    `hydra`."""
+    primary = OmegaConf.load(config_dir() / f"{config_name}.yaml")
+    groups = set()
+    for entry in primary.get("defaults", []):
+        names = entry.keys() if isinstance(entry, dict) or OmegaConf.is_dict(entry) else []
+        groups |= {name.split()[-1].split("/")[0] for name in names}
+    return {*primary.keys(), *groups, "hydra"} - {"defaults"}
+
+
+def refuse_unknown_additions() -> None:
+    """Refuse `+key=value` (or `++key=value`) overrides of a top-level key that the command's
+    config does not have: Hydra would store it and nothing would read it. Nested additions to a
+    known entry (`+trainer.profiler=simple`) pass through to what reads that entry."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    known = known_settings(hydra_cfg.job.config_name)
+    added = [override for override in hydra_cfg.overrides.task if override.startswith("+")]
+    unknown = [o for o in added if o.lstrip("+").split("=")[0].split(".")[0] not in known]
+    if unknown:
+        raise InputError(f"unknown setting(s) {unknown}: {hydra_cfg.job.config_name} has no "
+                         f"such key, so it would be stored and ignored; known top-level "
+                         f"settings: {sorted(known - {'hydra'})}")
+
+
+def require_number(name: str, value: Any, *, above: float | None = None,
+                   at_least: float | None = None) -> None:
+    """Refuse a setting that is not a finite number `> above` (or `≥ at_least`)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if (not number or not math.isfinite(value) or (above is not None and value <= above)
+            or (at_least is not None and value < at_least)):
+        bound = f"> {above:g}" if above is not None else f"≥ {at_least:g}"
+        raise InputError(f"{name}={value}: expected a finite number {bound}")
+
+
+def check_trainer(trainer: Any) -> None:
+    """Refuse trainer settings that would train nothing."""
+    epochs = trainer.get("max_epochs")
+    if epochs is not None and epochs != -1:  # -1: until stopped
+        require_number("trainer.max_epochs", epochs, at_least=1)
+
+
 def reports_input_errors(task: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an `InputError` into one clear line on stderr and exit status 2, and a
-    `TrainingDiverged` into one line and exit status 3 (no traceback)."""
+    """Refuse unknown `+key` overrides, then run `task`; turn an `InputError` into one clear
+    line on stderr and exit status 2, and a `TrainingDiverged` into one line and exit status 3
+    (no traceback)."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            refuse_unknown_additions()
             return task(*args, **kwargs)
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)

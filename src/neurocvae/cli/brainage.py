@@ -28,7 +28,7 @@ from neurocvae.brainage.correction import BiasCorrection, agreement, require_con
 from neurocvae.brainage.module import BrainAgeModule
 from neurocvae.brainage.selection import match_background, select_targets, summarise
 from neurocvae.brainage.sfcn import load_weights
-from neurocvae.cli import reports_input_errors
+from neurocvae.cli import check_trainer, reports_input_errors, require_number
 from neurocvae.config import config_dir
 from neurocvae.data.cohort import HEALTHY
 from neurocvae.data.datamodules import BrainAgeDataModule
@@ -161,6 +161,9 @@ def check_settings(cfg: DictConfig) -> None:
     if existing and not cfg.overwrite:
         raise InputError(f"{cfg.out_dir} already holds {existing}: set overwrite=true to replace "
                          "them, or choose another out_dir")
+    if cfg.train:
+        require_number("optim.optimizer.lr", cfg.optim.optimizer.lr, above=0)
+        check_trainer(cfg.trainer)
     if not cfg.train and not cfg.weights:
         raise InputError("train=false needs weights=<a weight file> to predict with")
     outputs, bins = cfg.net.get("output_dim"), AgeBins(**cfg.bins).count

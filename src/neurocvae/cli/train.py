@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from neurocvae.cli import reports_input_errors
+from neurocvae.cli import check_trainer, reports_input_errors, require_number
 from neurocvae.config import config_dir
 from neurocvae.contrastive.build import build_module, load_module
 from neurocvae.contrastive.density import fit_densities
@@ -51,6 +51,16 @@ log = logging.getLogger(__name__)
 
 def check_settings(cfg: DictConfig) -> None:
     """Refuse contradictory settings before any work is done."""
+    for name in ("beta", "gamma"):
+        require_number(f"{name}.value", cfg[name].value, at_least=0)
+    for name in ("optimizer", "discriminator_optimizer"):
+        require_number(f"{name}.lr", cfg[name].lr, above=0)
+    check_trainer(cfg.trainer)
+    shape, stages = cfg.data.preprocessing.shape, len(cfg.arch.get("channels", ()))
+    if shape is not None and min(shape) < 2 ** stages:
+        raise InputError(f"data.preprocessing.shape={list(shape)} is too small for the "
+                         f"networks: their {stages} stride-2 stages need at least "
+                         f"{2 ** stages} voxels along every axis")
     if cfg.discriminator is None and cfg.gamma.value != 0:
         raise InputError(f"gamma.value={cfg.gamma.value} needs a discriminator "
                          "(discriminator=null drops the TC term): set gamma.value=0")

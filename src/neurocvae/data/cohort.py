@@ -24,6 +24,7 @@ SEXES = ("F", "M")
 # Columns every manifest has; extra columns are kept.
 MANIFEST_COLUMNS = ("subject_id", "path", "age", "sex", "group", "site")
 
+AGE_RANGE = (0, 130)  # years a person can be
 MAX_LISTED = 20  # problems listed in one error message before "… and N more"
 
 
@@ -65,6 +66,8 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
             f"{path}: missing column(s) {', '.join(missing)}; a cohort table needs "
             f"{', '.join(MANIFEST_COLUMNS)} (found {', '.join(frame.columns)})"
         )
+    if frame.empty:
+        raise InputError(f"{path}: no rows; a cohort table needs one row per scan")
     problems: list[str] = []
     frame = frame.copy()
     frame["subject_id"] = frame["subject_id"].str.strip()
@@ -85,6 +88,9 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
             problems.append(f"{where}, column age: missing")
         elif not math.isfinite(age):
             problems.append(f"{where}, column age: {record.age!r} is not a number (years)")
+        elif not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+            problems.append(f"{where}, column age: {record.age.strip()} is outside "
+                            f"{AGE_RANGE[0]}–{AGE_RANGE[1]} years")
         if record.sex not in SEXES:
             problems.append(f"{where}, column sex: {record.sex!r}, expected one of {SEXES}")
         if record.group not in GROUPS:

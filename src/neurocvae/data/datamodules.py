@@ -27,7 +27,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from neurocvae.data import pairing as pairings
 from neurocvae.data.augment import Augmentation
 from neurocvae.data.cache import VolumeCache, open_or_build
-from neurocvae.data.cohort import check_disjoint, read_manifest
+from neurocvae.data.cohort import HEALTHY, MAX_LISTED, check_disjoint, line_of, read_manifest
 from neurocvae.data.datasets import (
     ContrastiveDataset,
     EpochSampler,
@@ -35,7 +35,7 @@ from neurocvae.data.datasets import (
     model_inputs,
 )
 from neurocvae.data.splits import load_or_make_splits
-from neurocvae.data.volumes import MinMax, Preprocessing
+from neurocvae.data.volumes import MinMax, Preprocessing, check_crop
 from neurocvae.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class CohortDataModule(pl.LightningDataModule):
 
     def _cached(self, table: pd.DataFrame) -> pd.DataFrame:
         """Build or open the cache for `table`; return the rows whose volume is usable."""
+        check_crop(table["path"], self.preprocessing)
         self.cache = open_or_build(table["path"].tolist(), self.preprocessing, self.cache_dir,
                                    workers=self.cache_workers, skip_bad=self.skip_bad)
         usable = table["path"].map(self.cache.__contains__)
@@ -220,6 +221,12 @@ class ContrastiveDataModule(CohortDataModule):
     def _tables(self) -> pd.DataFrame:
         target, background = read_manifest(self.target_file), read_manifest(self.background_file)
         check_disjoint({self.target_file: target, self.background_file: background})
+        patients = background[background["group"] != HEALTHY]
+        if len(patients):
+            lines = ", ".join(str(line_of(row)) for row in patients.index[:MAX_LISTED])
+            raise InputError(f"{self.background_file}: the background set holds healthy "
+                             f"controls (group {HEALTHY}) only; {len(patients)} row(s) are "
+                             f"patients {sorted(set(patients['group']))} (lines {lines})")
         return pd.concat([target.assign(role="target"), background.assign(role="background")],
                          ignore_index=True)
 

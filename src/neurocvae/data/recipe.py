@@ -19,6 +19,18 @@ FOLD_FREE = 0.5  # |a| of a radial bump warp stays below this (fold-free up to a
 MAX_Z = 3.0  # standard-normal factors are clipped to ±MAX_Z
 
 
+SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_dict` reads
+    "grid": {"voxel_size", "shape", "centre_mm", "name"},
+    "age": {"min", "max"},
+    "age_acceleration": {"enabled", "mean", "sd"},
+    "ageing": {"reference_age", "years_per_unit", "ventricle_growth", "ventricle_sigma_mm",
+               "ventricle_centres_mm", "gm_loss"},
+    "head_size": {"sd", "sex_difference", "centre_mm"},
+    "shared_warp": {"centre_mm", "sigma_mm", "amplitude"},
+    "severity": {"min", "max"},
+}
+
+
 @dataclass(frozen=True)
 class Pattern:
     """A disease pattern: GM-weighted intensity loss plus radial atrophy around a centre.
@@ -79,6 +91,13 @@ class Recipe:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> Recipe:
         """Build from the `synth.yaml` layout (a resolved, plain dict) and validate."""
+        unknown = [f"{section}.{key}" for section, allowed in SECTIONS.items()
+                   for key in cfg.get(section) or {} if key not in allowed]
+        if unknown:
+            raise InputError(f"recipe: unknown key(s) {unknown}; "
+                             + "; ".join(f"{section} has {sorted(allowed)}"
+                                         for section, allowed in SECTIONS.items()
+                                         if any(u.startswith(f"{section}.") for u in unknown)))
         try:
             grid = cfg["grid"]
             ageing, head, warp = cfg["ageing"], cfg["head_size"], cfg["shared_warp"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,35 @@ def preprocess(transform: Compose, path: str | Path) -> torch.Tensor:
         if cause is None:
             raise
         raise cause from None
+
+
+MAX_PADDING = 0.75  # share of a crop that may be zero padding around the volume (4× the cost)
+
+
+def check_crop(paths: Iterable[str], preprocessing: Preprocessing) -> None:
+    """Refuse a crop (`preprocessing.shape`) that is mostly padding around the volumes: the
+    network would spend most of its work on zeros. The grid is read from the header of the
+    first readable volume, after the resampling asked for."""
+    if preprocessing.shape is None:
+        return
+    for path in paths:
+        try:
+            header = nib.load(str(path)).header
+        except Exception:  # unreadable: the cache names it with its problem
+            continue
+        grid = np.array(header.get_data_shape()[:3], dtype=float)
+        if preprocessing.voxel_size:
+            grid = np.round(grid * np.array(header.get_zooms()[:3]) / preprocessing.voxel_size)
+        crop = np.array(preprocessing.shape, dtype=float)
+        padding = 1 - np.prod(np.minimum(grid, crop)) / np.prod(crop)
+        if padding > MAX_PADDING:
+            fitted = [int(n) for n in grid]
+            raise InputError(
+                f"data.preprocessing.shape={list(preprocessing.shape)} is {padding:.0%} zero "
+                f"padding around volumes of {'×'.join(map(str, fitted))} voxels ({path}), at "
+                f"{np.prod(crop) / np.prod(np.minimum(grid, crop)):.0f}× the cost: set "
+                f"data.preprocessing.shape={fitted} (or null to keep the volumes' grid)")
+        return
 
 
 def read_shape(path: str | Path) -> tuple[int, ...]:
