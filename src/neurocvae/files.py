@@ -1,9 +1,12 @@
-"""Writing files that a kill must never leave half-written."""
+"""Writing files that a kill must never leave half-written, and JSON that is valid JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -12,3 +15,23 @@ def write_text_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_text(text)
     os.replace(partial, path)
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with NaN and ±inf (anywhere in nested dicts, lists and tuples) as None, and
+    numpy scalars as Python numbers: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy and torch scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """`value` as indented, strictly valid JSON (NaN and inf written as null), atomically."""
+    write_text_atomically(Path(path), json.dumps(json_ready(value), indent=1,
+                                                 allow_nan=False) + "\n")

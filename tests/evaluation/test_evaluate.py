@@ -161,3 +161,27 @@ def test_a_split_the_preset_lacks_is_refused_before_any_work(tmp_path, capsys):
         benchmark(cfg)
     assert exit_.value.code == 2 and "split=validation" in capsys.readouterr().err
     assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"data": {"manifest": "nowhere/manifest.csv"}, "net": {"output_dim": 40}},  # brain age
+     "is not a neurocvae-train run folder"),
+    ({"data": {"target": "nowhere/target.csv", "background": "b.csv"}, "arch": {}},
+     "best.ckpt: not a readable checkpoint"),
+], ids=["another_command", "not_a_checkpoint"])
+def test_a_folder_that_is_not_a_run_is_refused_before_reading_volumes(tmp_path, capsys, config,
+                                                                     message):
+    """Neither table exists: reading them would fail with another message."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(json.dumps(config))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint")
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("eval", [f"run={run}"])
+    with pytest.raises(SystemExit) as exit_:
+        evaluate(cfg)
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert message in error, error
+    assert "nowhere" not in error and not (run / "eval").exists()

@@ -7,7 +7,6 @@ correction, predicted and corrected age, BAG), `lbc.json`, `metrics.json`, `targ
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -33,6 +32,7 @@ from neurocvae.config import config_dir
 from neurocvae.data.cohort import HEALTHY
 from neurocvae.data.datamodules import BrainAgeDataModule
 from neurocvae.errors import InputError
+from neurocvae.files import write_json
 
 log = logging.getLogger(__name__)
 RESULTS = ("brainage.csv", "target.csv", "background.csv", "checkpoints", "logs")
@@ -202,8 +202,8 @@ def brainage(cfg: DictConfig) -> dict[str, Any]:
     selected = [*datamodule.table.columns, "brain_age", "bag"]  # a manifest, plus brain age
     targets[selected].to_csv(out_dir / "target.csv", index=False)
     background[selected].to_csv(out_dir / "background.csv", index=False)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (out_dir / "selection.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "selection.json", summary)
     unfitted = table[~table["sfcn_fit"]]
     plots.plot_predictions(unfitted, out_dir / "predicted_vs_age.png",
                            title=f"{len(unfitted)} scans the network did not train on")

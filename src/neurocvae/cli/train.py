@@ -10,7 +10,6 @@ ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` i
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -38,6 +37,7 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation.latents import encode_split
 from neurocvae.evaluation.scores import SPACES, separation
+from neurocvae.files import write_json
 from neurocvae.logs import WANDB_MODES, run_loggers
 from neurocvae.runs import (
     LastCheckpoint,
@@ -148,7 +148,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["spaces"][split] = separation(codes)
     if not module.stochastic:
         fit_densities(module, datamodule, out_dir / "density", seed=cfg.seed)
-    (out_dir / "separation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out_dir / "separation.json", summary)
     val = summary["spaces"]["val"]
     for space in SPACES:
         if space in val:

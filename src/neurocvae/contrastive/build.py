@@ -47,8 +47,11 @@ def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
     path = Path(checkpoint)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    config = state.get("hyper_parameters", {}).get("config")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle, zip and safety errors alike
+        raise InputError(f"{path}: not a readable checkpoint ({error})") from error
+    config = state.get("hyper_parameters", {}).get("config") if isinstance(state, dict) else None
     if not config:
         raise InputError(f"{path}: not a neurocvae-train checkpoint (no stored configuration)")
     module = build_module(config, config["input_shape"])

@@ -28,6 +28,7 @@ from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.latents import encode_roles
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
+from neurocvae.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,11 @@ def run_config(run_dir: Path) -> DictConfig:
     if not path.is_file():
         raise InputError(f"{run_dir} is not a neurocvae-train run folder (no {path}) nor a "
                          "sweep folder of them")
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    if not OmegaConf.select(cfg, "data.target") or "arch" not in cfg:
+        raise InputError(f"{run_dir} is not a neurocvae-train run folder: {path} has no "
+                         "data.target or arch (a run of another command?)")
+    return cfg
 
 
 def run_checkpoint(run_dir: Path, which: str) -> Path:
@@ -132,11 +137,11 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     check_baselines(baselines)  # before any work
     cfg = run_config(run_dir)
     ckpt = run_checkpoint(run_dir, checkpoint)
+    module = load_module(ckpt)  # before any volume is read
     out_dir = Path(out_dir) if out_dir else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule = run_datamodule(cfg)
     split = choose_split(datamodule, split)
-    module = load_module(ckpt)
     targets = datamodule.splits[split]["target"]
     truth_file = find_ground_truth(targets["path"])
     truth = pd.read_csv(truth_file) if truth_file else None
@@ -176,7 +181,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
         curves = run_dir / "logs" / "metrics.csv"
         if curves.is_file():
             pictures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+    write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir, metrics, {k: v for k, v in pictures.items() if v})
     return metrics
 
