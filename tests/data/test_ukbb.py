@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from neurocvae.cli.ukbb_manifest import ukbb_manifest
 from neurocvae.data.cohort import read_manifest
 from neurocvae.data.ukbb import IMAGES, build_ukbb_manifest, canonical_column
 from neurocvae.errors import InputError
+from tests.conftest import compose_config
 from tests.data.conftest import brain, write_nifti
 
 # eid, age, depression 20126, diabetes 2976 (age at diagnosis; -1 = do not know), sex, centre
@@ -100,3 +102,27 @@ def test_the_command_writes_a_valid_manifest_and_the_exclusions(tmp_path):
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "overwrite=true" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_a_relative_imaging_root_gives_paths_the_manifest_can_find(tmp_path, monkeypatch):
+    _, root = write_ukbb(tmp_path, "ukbconv")
+    monkeypatch.chdir(tmp_path)
+    out = ukbb_manifest(compose_config("ukbb_manifest", [
+        "phenotypes=ukb.csv", f"imaging_root={root.name}", "out=ukb/manifest.csv"]))
+    manifest = read_manifest(out)
+    assert len(manifest) == 7 and manifest["path"].str.startswith(str(root)).all()
+
+
+def test_a_failed_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    phenotypes, root = write_ukbb(tmp_path, "ukbconv")
+    table = pd.read_csv(phenotypes, dtype=str)
+    table.loc[0, "21003-2.0"] = "300"  # an age nobody has: the written table is refused
+    table.to_csv(phenotypes, index=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        ukbb_manifest(compose_config("ukbb_manifest", [
+            f"phenotypes={phenotypes}", f"imaging_root={root}", "out=ukb/manifest.csv"]))
+    error = capsys.readouterr().err
+    assert "ukb/manifest.csv: 1 problem(s)" in error
+    assert "column age: 300.0 is outside 0–130 years" in error
+    assert list((tmp_path / "ukb").iterdir()) == []

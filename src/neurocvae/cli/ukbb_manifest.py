@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -19,18 +20,32 @@ log = logging.getLogger(__name__)
 
 @reports_input_errors
 def ukbb_manifest(cfg: DictConfig) -> Path:
-    out = Path(cfg.out)
+    out = Path(str(cfg.out))
     if out.exists() and not cfg.overwrite:
         raise InputError(f"{out} exists: set overwrite=true to replace it")
-    manifest, excluded = build_ukbb_manifest(Path(cfg.phenotypes), Path(cfg.imaging_root),
+    # absolute image paths: the manifest is read relative to its own folder, not this one
+    manifest, excluded = build_ukbb_manifest(Path(str(cfg.phenotypes)).resolve(),
+                                             Path(str(cfg.imaging_root)).resolve(),
                                              image=cfg.image)
     if manifest.empty:
         raise InputError(f"no participant qualifies; reasons: "
                          f"{excluded['reason'].value_counts().to_dict()}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(out, index=False)
-    excluded.to_csv(out.with_name("excluded.csv"), index=False)
-    read_manifest(out)  # what was written is a valid cohort table
+    written = {out: manifest, out.with_name("excluded.csv"): excluded}
+    staged = {path: path.with_name(f".{path.name}.{os.getpid()}") for path in written}
+    try:
+        for path, table in written.items():
+            table.to_csv(staged[path], index=False)
+        try:  # a valid cohort table, or nothing is left behind
+            read_manifest(staged[out])
+        except InputError as error:
+            raise InputError(f"{str(error).replace(str(staged[out]), str(out))}\n(nothing "
+                             "was written)") from None
+        for path, partial in staged.items():
+            os.replace(partial, path)
+    finally:
+        for partial in staged.values():
+            partial.unlink(missing_ok=True)
     counts = manifest["group"].value_counts().to_dict()
     log.info("manifest: %d scans %s → %s", len(manifest), counts, out)
     log.info("excluded: %d %s → %s", len(excluded), excluded["reason"].value_counts().to_dict(),
