@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from tests.data.conftest import write_cohort
+from tests.data.conftest import SHAPE, write_cohort
 
 TINY = ["arch.channels=[4,8]", "arch.hidden=16", "arch.bottleneck_channels=null",
         "shared_dim=3", "salient_dim=2",
@@ -21,14 +21,19 @@ TINY = ["arch.channels=[4,8]", "arch.hidden=16", "arch.bottleneck_channels=null"
 TRAIN_COMMAND = Path(sys.executable).with_name("neurocvae-train")
 
 
+def write_sets(folder: Path, shape: tuple[int, ...] = SHAPE) -> tuple[Path, Path]:
+    """16 targets (three patient groups) and 16 background controls with volumes of `shape`."""
+    write_cohort(folder, ["MDD", "diabetes", "dual", "dual"] * 4, shape=shape).to_csv(
+        folder / "target.csv", index=False)
+    write_cohort(folder, ["HC"] * 16, start=16, shape=shape).to_csv(folder / "background.csv",
+                                                                    index=False)
+    return folder / "target.csv", folder / "background.csv"
+
+
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> tuple[Path, Path]:
-    """16 targets (three patient groups) and 16 background controls, 12×14×10 volumes."""
-    folder = tmp_path_factory.mktemp("sets")
-    write_cohort(folder, ["MDD", "diabetes", "dual", "dual"] * 4).to_csv(folder / "target.csv",
-                                                                         index=False)
-    write_cohort(folder, ["HC"] * 16, start=16).to_csv(folder / "background.csv", index=False)
-    return folder / "target.csv", folder / "background.csv"
+    """`write_sets` with 12×14×10 volumes."""
+    return write_sets(tmp_path_factory.mktemp("sets"))
 
 
 def overrides(sets, out_dir: Path | None, *extra: str) -> list[str]:

@@ -37,12 +37,14 @@ def brain(seed: int, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     return np.where(inside, 100 + 20 * rng.random(shape), 0.0)
 
 
-def write_cohort(folder: Path, groups: list[str], *, start: int = 0) -> pd.DataFrame:
-    """`len(groups)` volumes under folder/volumes and a manifest.csv (paths relative)."""
+def write_cohort(folder: Path, groups: list[str], *, start: int = 0,
+                 shape: tuple[int, ...] = SHAPE) -> pd.DataFrame:
+    """`len(groups)` volumes of `shape` under folder/volumes and a manifest.csv (paths
+    relative)."""
     rows = []
     for k, group in enumerate(groups, start=start):
         name = f"volumes/s{k:03d}.nii.gz"
-        write_nifti(folder / name, brain(k))
+        write_nifti(folder / name, brain(k, shape))
         rows.append({"subject_id": f"s{k:03d}", "path": name, "age": 50 + k % 30,
                      "sex": "FM"[k % 2], "group": group, "site": f"S{k % 2 + 1}"})
     table = pd.DataFrame(rows)

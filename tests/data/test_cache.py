@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocvae.data.cache import _locked, open_or_build
+from neurocvae.data.cache import _locked, describe, open_or_build, prune
 from neurocvae.data.cohort import read_manifest
 from neurocvae.data.volumes import Preprocessing
 from neurocvae.errors import InputError
@@ -119,7 +119,7 @@ def test_concurrent_builders_make_one_entry(tiny_cohort, tmp_path):
 
 BUILD = """
 import sys
-from neurocvae.data.cache import _locked, open_or_build
+from neurocvae.data.cache import _locked, describe, open_or_build, prune
 from neurocvae.data.volumes import Preprocessing
 paths = sys.argv[2:]
 open_or_build(paths, Preprocessing(shape=(40, 48, 40)), sys.argv[1], workers=2)
@@ -186,3 +186,37 @@ def test_a_lock_whose_holder_died_is_replaced(tmp_path, caplog):
         taker.join(10)
         assert done.is_set()
     assert f"its holder (PID {dead}) has died" in caplog.text
+
+
+def volume_bytes(cache_dir):
+    return sum(f.stat().st_size for f in cache_dir.rglob("volumes.npy"))
+
+
+def test_overlapping_manifests_share_one_entry(tiny_cohort, tmp_path):
+    """Manifests A (16 scans) and B (16, 8 shared): B's entry also takes A's volumes (copied,
+    the same values) and replaces it, so the disk holds 24 volumes, not 32."""
+    paths, cache_dir = paths_of(tiny_cohort), tmp_path / "cache"
+    first = open_or_build(paths[:16], PREP, cache_dir)
+    one_volume = first.nbytes_per_volume
+    first.release()
+    second = open_or_build(paths[8:], PREP, cache_dir)
+    assert entries(cache_dir) == [second.folder.name]
+    assert all(path in second for path in paths)
+    for path in (paths[0], paths[12], paths[20]):
+        torch.testing.assert_close(second.read(path), PREP(path).half(), rtol=0, atol=0)
+    assert open_or_build(paths[:16], PREP, cache_dir).folder == second.folder
+    assert len(second.array) == 24 and volume_bytes(cache_dir) < 25 * one_volume
+
+
+def test_an_entry_a_job_holds_is_kept_until_pruned(tiny_cohort, tmp_path):
+    paths, cache_dir = paths_of(tiny_cohort), tmp_path / "cache"
+    held = open_or_build(paths[:16], PREP, cache_dir)  # a running job's entry
+    second = open_or_build(paths[8:], PREP, cache_dir)
+    assert held.folder.is_dir() and len(entries(cache_dir)) == 2
+    assert prune(cache_dir) == [] and held.folder.is_dir()
+    held.release()  # the job ends
+    second.release()
+    assert prune(cache_dir) == [held.folder] and entries(cache_dir) == [second.folder.name]
+    listing = describe(cache_dir)
+    assert listing["volumes"].tolist() == [24] and not listing["in_use"].any()
+    assert prune(cache_dir, unused_days=0) == [second.folder] and entries(cache_dir) == []

@@ -194,10 +194,10 @@ def brainage(cfg: DictConfig) -> dict[str, Any]:
     if table is None:  # another DDP rank: the first one corrects, selects and writes
         return {}
     table, correction = correct(table, cfg.correction)
-    correction.save(out_dir / "lbc.json")
     metrics = {"correction": vars(correction), **measure(table, cfg.correction.report_on)}
     targets, background, summary = select(table, cfg.selection)
 
+    correction.save(out_dir / "lbc.json")
     table.to_csv(out_dir / "brainage.csv", index=False)
     selected = [*datamodule.table.columns, "brain_age", "bag"]  # a manifest, plus brain age
     targets[selected].to_csv(out_dir / "target.csv", index=False)

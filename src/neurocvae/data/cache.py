@@ -13,11 +13,14 @@ Layout of one entry, `<cache_dir>/<settings hash>-<sources hash>/`:
     rejected.csv   path, problem (only when bad volumes were skipped)
     settings.json  the preprocessing settings
 
-A changed setting or a changed source file (size or modification time) gives another key, so
-the cache is rebuilt; an entry that covers a superset of the requested files is reused. An entry
-is built in a `.partial` folder under a file lock and renamed into place when complete; a run
-that waits for the lock says so and for whom, and a lock left held by an orphan of a killed run
-is replaced.
+A changed setting or a changed source file (size or modification time) gives another key; an
+entry that covers a superset of the requested files is reused. Asked for volumes no entry
+holds, the new entry also takes the unchanged volumes of the earlier entries with the same
+settings (copied, not recomputed), and the superseded entries are removed unless a running job
+holds them: one entry per settings, as large as the volumes ever asked for. `describe` lists
+the entries and `prune` removes old ones (`neurocvae-cache`). An entry is built in a
+`.partial` folder under a file lock and renamed into place when complete; a run that waits for
+the lock says so and for whom, and a lock left held by an orphan of a killed run is replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -70,9 +74,43 @@ class VolumeCache:
         bad = set(self.rejected["path"])
         self._rows = {p: i for i, p in enumerate(self.index["path"]) if p not in bad}
         self._array: np.ndarray | None = None
+        self._hold()
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}  # each process maps the file itself
+    def _hold(self) -> None:
+        """A shared lock on the entry for this object's life (and its process's): an entry in
+        use is never removed (`remove_if_unused`)."""
+        self._in_use = open(self.folder / "index.csv", "rb")  # noqa: SIM115 (held open)
+        fcntl.flock(self._in_use, fcntl.LOCK_SH)
+
+    def __getstate__(self) -> dict:  # each process maps the file and holds the entry itself
+        return {key: value for key, value in self.__dict__.items()
+                if key not in ("_array", "_in_use")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _array=None)
+        self._hold()
+
+    def release(self) -> None:
+        self._array = None
+        self._in_use.close()
+
+    def remove_if_unused(self) -> bool:
+        """Delete the entry unless another `VolumeCache` (in any process) holds it."""
+        self.release()
+        with open(self.folder / "index.csv", "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            shutil.rmtree(self.folder)
+        return True
+
+    @property
+    def sources(self) -> list[tuple[str, int, int]]:
+        """`(path, size, mtime_ns)` of every source the entry was built from."""
+        index = self.index
+        return list(zip(index["path"], index["size"].astype(int), index["mtime_ns"].astype(int),
+                        strict=True))
 
     @property
     def array(self) -> np.ndarray:
@@ -84,9 +122,7 @@ class VolumeCache:
 
     def covers(self, sources: list[tuple[str, int, int]]) -> bool:
         """Whether every `(path, size, mtime_ns)` was cached here (usable or rejected)."""
-        index = self.index
-        known = set(zip(index["path"], index["size"], index["mtime_ns"], strict=True))
-        return set(sources) <= known
+        return set(sources) <= set(self.sources)
 
     def __contains__(self, path: str) -> bool:
         return path in self._rows
@@ -119,26 +155,48 @@ def open_or_build(paths: Sequence[str], preprocessing: Preprocessing, cache_dir:
     prefix = _digest(settings)
     lock_path = cache_dir / f"{prefix}.lock"
     with _locked(lock_path) as lock_fd:
-        cache = _find(cache_dir, prefix, sources)
-        if cache is None:
-            folder = cache_dir / f"{prefix}-{_digest(sorted(sources))}"
-            _build(folder, sources, preprocessing, workers=workers,
+        older = entries(cache_dir, prefix)
+        cache = next((entry for entry in older if entry.covers(sources)), None)
+        if cache is None:  # one entry grows to hold every volume asked for under the settings
+            merged = _still_current(sources, older)
+            folder = cache_dir / f"{prefix}-{_digest(sorted(merged))}"
+            _build(folder, merged, preprocessing, reuse=older, workers=workers,
                    worker_init_fn=functools.partial(_close_in_worker, lock_path, lock_fd))
             cache = VolumeCache(folder)
+            for entry in older:  # superseded: removed unless a running job holds it
+                entry.remove_if_unused()
+        for entry in older:
+            if entry is not cache:
+                entry.release()
+    with suppress(OSError):  # when last used, for `neurocvae-cache`
+        os.utime(cache.folder)
     _check_rejected(cache, paths, skip_bad)
     return cache
 
 
-def _find(cache_dir: Path, prefix: str, sources: list[tuple[str, int, int]]
-          ) -> VolumeCache | None:
-    """A complete entry with these settings whose sources include all of `sources`."""
-    for folder in sorted(cache_dir.glob(f"{prefix}-*")):
-        if folder.suffix == ".partial" or not (folder / "index.csv").is_file():
-            continue
-        cache = VolumeCache(folder)
-        if cache.covers(sources):
-            return cache
-    return None
+def entries(cache_dir: Path, prefix: str = "") -> list[VolumeCache]:
+    """The complete entries under `cache_dir` (with settings digest `prefix`, if given)."""
+    found = []
+    for folder in sorted(cache_dir.glob(f"{prefix}*-*")):
+        if folder.is_dir() and folder.suffix != ".partial" and (folder / "index.csv").is_file():
+            with suppress(FileNotFoundError):  # removed meanwhile by another run
+                found.append(VolumeCache(folder))
+    return found
+
+
+def _still_current(sources: list[tuple[str, int, int]], older: list[VolumeCache]
+                   ) -> list[tuple[str, int, int]]:
+    """`sources`, then the sources of the `older` entries that are not among them and whose
+    file is unchanged."""
+    merged, seen = list(sources), {path for path, _, _ in sources}
+    for entry in older:
+        for source in entry.sources:
+            if source[0] not in seen:
+                seen.add(source[0])
+                with suppress(OSError):
+                    if fingerprint(source[0]) == source:
+                        merged.append(source)
+    return merged
 
 
 def _check_rejected(cache: VolumeCache, paths: Sequence[str], skip_bad: bool) -> None:
@@ -274,14 +332,15 @@ def _shape_problems(paths: Sequence[str], preprocessing: Preprocessing) -> dict[
 
 
 def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Preprocessing, *,
-           workers: int, worker_init_fn: Callable[[int], None] | None = None) -> None:
+           reuse: Sequence[VolumeCache] = (), workers: int,
+           worker_init_fn: Callable[[int], None] | None = None) -> None:
     """Write the entry into `<folder>.partial` and rename it into place; on any failure the
     partial folder is removed."""
     partial = folder.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _write_entry(partial, sources, preprocessing, workers=workers,
+        _write_entry(partial, sources, preprocessing, reuse=reuse, workers=workers,
                      worker_init_fn=worker_init_fn)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -290,14 +349,30 @@ def _build(folder: Path, sources: list[tuple[str, int, int]], preprocessing: Pre
 
 
 def _write_entry(partial: Path, sources: list[tuple[str, int, int]],
-                 preprocessing: Preprocessing, *, workers: int,
-                 worker_init_fn: Callable[[int], None] | None) -> None:
+                 preprocessing: Preprocessing, *, reuse: Sequence[VolumeCache],
+                 workers: int, worker_init_fn: Callable[[int], None] | None) -> None:
+    """Fill `partial`: rows of unchanged sources are copied from the `reuse` entries (same
+    settings), the others preprocessed by `workers` processes."""
     paths = [p for p, _, _ in sources]
     rejected = _shape_problems(paths, preprocessing)
-    good = [i for i, p in enumerate(paths) if p not in rejected]
     array = None
     minima = np.full(len(paths), np.nan)
     maxima = np.full(len(paths), np.nan)
+    cached = {source: (entry, entry.row(source[0])) for entry in reuse
+              for source in entry.sources if source[0] in entry}
+    copied = [i for i, source in enumerate(sources) if source in cached]
+    if copied:
+        first = cached[sources[copied[0]]][0]
+        array = np.lib.format.open_memmap(partial / "volumes.npy", mode="w+", dtype=np.float16,
+                                          shape=(len(paths), *first.array.shape[1:]))
+        for i in copied:
+            entry, row = cached[sources[i]]
+            array[i] = entry.array[row]
+            rows = entry.index.iloc[row]
+            minima[i], maxima[i] = rows["min"], rows["max"]
+        log.info("%d volumes copied from earlier cache entries", len(copied))
+    done = set(copied)
+    good = [i for i, p in enumerate(paths) if p not in rejected and i not in done]
     loader = DataLoader(torch.utils.data.Subset(_Decoder(paths, preprocessing), good),
                         batch_size=None, num_workers=workers, collate_fn=_as_is,
                         worker_init_fn=worker_init_fn)
@@ -334,3 +409,52 @@ def _write_entry(partial: Path, sources: list[tuple[str, int, int]],
     pd.DataFrame(sorted(rejected.items()), columns=["path", "problem"]).to_csv(
         partial / "rejected.csv", index=False)
     (partial / "settings.json").write_text(json.dumps(preprocessing.cache_settings(), indent=1))
+
+
+def describe(cache_dir: Path) -> pd.DataFrame:
+    """One row per complete entry: `entry`, `settings` (the preprocessing), `volumes`,
+    `gigabytes` on disk, `last_used` (UTC), `in_use` (held by a running job)."""
+    rows = []
+    for entry in entries(cache_dir):
+        settings = json.loads((entry.folder / "settings.json").read_text())
+        size = sum(f.stat().st_size for f in entry.folder.iterdir())
+        used = pd.Timestamp(entry.folder.stat().st_mtime, unit="s", tz="UTC").floor("s")
+        entry.release()
+        rows.append({"entry": entry.folder.name, "settings": json.dumps(settings),
+                     "volumes": len(entry.index) - len(entry.rejected), "gigabytes": size / 1e9,
+                     "last_used": used, "in_use": not _unused(entry.folder)})
+    return pd.DataFrame(rows, columns=["entry", "settings", "volumes", "gigabytes",
+                                       "last_used", "in_use"])
+
+
+def _unused(folder: Path) -> bool:
+    with open(folder / "index.csv", "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
+
+
+def prune(cache_dir: Path, *, unused_days: float | None = None) -> list[Path]:
+    """Remove, unless a running job holds them: entries superseded by another entry with the
+    same settings, entries not used for `unused_days` (None: keep them), and `.partial`
+    folders no build is writing. Returns the folders removed."""
+    removed = []
+    prefixes = {path.name.split("-")[0].split(".")[0] for path in cache_dir.iterdir()}
+    for prefix in sorted(prefixes):
+        with _locked(cache_dir / f"{prefix}.lock"):  # no build of these settings runs meanwhile
+            for partial in cache_dir.glob(f"{prefix}-*.partial"):
+                shutil.rmtree(partial)
+                removed.append(partial)
+            held = entries(cache_dir, prefix)
+            cutoff = time.time() - unused_days * 86400 if unused_days is not None else None
+            for entry in held:
+                superseded = any(other is not entry and other.covers(entry.sources)
+                                 and other.folder.exists() for other in held)
+                stale = cutoff is not None and entry.folder.stat().st_mtime < cutoff
+                if (superseded or stale) and entry.remove_if_unused():
+                    removed.append(entry.folder)
+            for entry in held:
+                entry.release()
+    return removed
