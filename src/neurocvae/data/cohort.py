@@ -42,12 +42,14 @@ def line_of(row: int) -> int:
 
 
 def read_table(path: Path, what: str, **read_csv: Any) -> pd.DataFrame:
-    """A CSV (or other `sep`) table as strings, empty cells kept as ""; `InputError` naming
-    the file when it is missing or cannot be parsed. `what` names it: "cohort table", …"""
+    """A CSV (or other `sep`) table as strings, empty cells kept as "" (UTF-8, with or without
+    the byte-order mark spreadsheets write); `InputError` naming the file when it is missing or
+    cannot be parsed. `what` names it: "cohort table", …"""
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, **read_csv)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                           **read_csv)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise InputError(f"{path}: not a readable {what} ({error})") from error
 
