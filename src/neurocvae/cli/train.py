@@ -30,12 +30,12 @@ from neurocvae.cli import check_trainer, reports_input_errors, require_number
 from neurocvae.config import config_dir
 from neurocvae.contrastive.build import build_module, load_module
 from neurocvae.contrastive.density import fit_densities
+from neurocvae.contrastive.latents import encode_split
 from neurocvae.contrastive.linear import initialise_linear
 from neurocvae.contrastive.losses import RECONSTRUCTIONS
 from neurocvae.contrastive.nets import AdditiveDecoder
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
-from neurocvae.evaluation.latents import encode_split
 from neurocvae.evaluation.scores import SPACES, separation
 from neurocvae.files import write_json
 from neurocvae.logs import WANDB_MODES, run_loggers

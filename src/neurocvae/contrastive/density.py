@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from neurocvae.contrastive.latents import code_columns, encode_roles
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.data.datamodules import ContrastiveDataModule
-from neurocvae.evaluation.latents import code_columns, encode_roles
 
 
 def fit_mixture(codes: np.ndarray, *, components: int = 10, seed: int = 0) -> GaussianMixture:

@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
+from neurocvae.contrastive.latents import known_columns
 from neurocvae.contrastive.linear import contrastive_pca
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
-from neurocvae.evaluation.latents import known_columns
 
 MAX_VOXELS = 2**17
 BASELINES = ("pca", "cpca")

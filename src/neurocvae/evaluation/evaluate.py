@@ -20,12 +20,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.contrastive.build import load_module
+from neurocvae.contrastive.latents import encode_roles
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation import plots
 from neurocvae.evaluation.baselines import baseline_latents, check_baselines
 from neurocvae.evaluation.decoded import decode_split, mean_image
-from neurocvae.evaluation.latents import encode_roles
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
 from neurocvae.files import write_json

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from neurocvae.contrastive.latents import code_columns
 from neurocvae.evaluation.decoded import Example
-from neurocvae.evaluation.latents import code_columns
 from neurocvae.figures import plt, save_figure
 
 CURVE_PANELS = {  # panel title → metric names (logged as train/<name>_epoch and val/<name>)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from neurocvae.contrastive.latents import code_columns
 from neurocvae.evaluation import metrics
-from neurocvae.evaluation.latents import code_columns
 
 SPACES = ("salient", "shared")
 CONTINUOUS = ("age", "delta", "u_warp", "u_head", "bag")  # ground truth, when present
