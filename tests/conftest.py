@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from neurocvae.config import config_dir
+from neurocvae.config import compose_config
 from neurocvae.data.recipe import Recipe
 from neurocvae.data.synthetic import generate_cohort
-
-
-def compose_config(name: str, overrides: list[str] | None = None) -> DictConfig:
-    """Compose `conf/<name>.yaml` exactly as the installed command would."""
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose(name, overrides=overrides or [], return_hydra_config=False)
 
 
 def synth_recipe(*overrides: str) -> Recipe:

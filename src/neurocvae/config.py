@@ -7,7 +7,9 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -25,6 +27,15 @@ def config_dir() -> Path:
         f"neurocvae's Hydra configs were not found beside {_PACKAGE}: reinstall the package "
         "(`pip install .`) so that conf/ is shipped with it."
     )
+
+
+def compose_config(name: str, overrides: list[str] | None = None) -> DictConfig:
+    """`conf/<name>.yaml` composed with `overrides`, as the command would compose it (inside a
+    running Hydra app, or from plain Python such as a notebook)."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(name, overrides=overrides or [])
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose(name, overrides=overrides or [])
 
 
 def slurm_job_id() -> str | None:

@@ -167,3 +167,15 @@ def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tm
         runs[run.run_id] = (run.run_group, run.display_name)
     assert len(runs) == 4
     assert sorted(runs.values()) == [("sweep", f"sweep/{n}") for n in "0123"]
+
+
+def test_the_training_stage_is_a_function_of_its_config(sets, tmp_path):
+    """From plain Python: compose the config, call `fit`, get the best model and its data."""
+    from neurocvae.config import compose_config as compose_from_python
+    from neurocvae.contrastive import encode_split, fit
+
+    fitted = fit(compose_from_python("train", overrides(sets, tmp_path)))
+    assert fitted.checkpoint == str(tmp_path / "checkpoints" / "best.ckpt")
+    assert not fitted.module.training and fitted.out_dir == tmp_path
+    codes = encode_split(fitted.module, fitted.datamodule, "val")
+    assert len(codes) == 4 and not (tmp_path / "separation.json").exists()

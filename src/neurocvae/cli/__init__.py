@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from neurocvae.config import config_dir
-from neurocvae.errors import InputError, TrainingDiverged
+from neurocvae.errors import InputError, Stopped, TrainingDiverged
 
 log = logging.getLogger("neurocvae")
 
@@ -45,27 +44,10 @@ def refuse_unknown_additions() -> None:
                          f"settings: {sorted(known - {'hydra'})}")
 
 
-def require_number(name: str, value: Any, *, above: float | None = None,
-                   at_least: float | None = None) -> None:
-    """Refuse a setting that is not a finite number `> above` (or `≥ at_least`)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if (not number or not math.isfinite(value) or (above is not None and value <= above)
-            or (at_least is not None and value < at_least)):
-        bound = f"> {above:g}" if above is not None else f"≥ {at_least:g}"
-        raise InputError(f"{name}={value}: expected a finite number {bound}")
-
-
-def check_trainer(trainer: Any) -> None:
-    """Refuse trainer settings that would train nothing."""
-    epochs = trainer.get("max_epochs")
-    if epochs is not None and epochs != -1:  # -1: until stopped
-        require_number("trainer.max_epochs", epochs, at_least=1)
-
-
 def reports_input_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     """Refuse unknown `+key` overrides, then run `task`; turn an `InputError` into one clear
     line on stderr and exit status 2, and a `TrainingDiverged` into one line and exit status 3
-    (no traceback)."""
+    (no traceback); a run `Stopped` by a signal exits with its status."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -78,5 +60,7 @@ def reports_input_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except TrainingDiverged as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(3)
+        except Stopped as stopped:
+            sys.exit(stopped.status)
 
     return wrapper

@@ -1,138 +1,16 @@
-"""`neurocvae-benchmark`: a planted-truth cohort, named arms × seeds, one comparison table.
-
-Layout of `out_dir`: `cohort/` (the synthetic cohort, `target.csv`, `background.csv`),
-`runs/<arm>/seed<k>/` (each a `neurocvae-train` run folder with its `eval/`), `results.csv`
-(one row per arm and seed), `benchmark.md` (mean ± SD per arm) and `benchmark.png`. Everything
-finished is kept: started again, the command picks up where it stopped.
-"""
+"""`neurocvae-benchmark`: the benchmark stage (`neurocvae.evaluation.benchmark.run`) as a
+command."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from pathlib import Path
-from typing import Any
-
 import hydra
-import pandas as pd
-from hydra import compose
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from neurocvae.cli import reports_input_errors
-from neurocvae.cli.train import train
 from neurocvae.config import config_dir
-from neurocvae.data.cohort import HEALTHY, read_manifest
-from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import MARKER, generate_cohort
-from neurocvae.errors import InputError, TrainingDiverged
-from neurocvae.evaluation.evaluate import evaluate_run
-from neurocvae.evaluation.report import HEADLINE, headline
-from neurocvae.evaluation.summary import plot_summary, stability_table, summary_markdown
+from neurocvae.evaluation.benchmark import run
 
-log = logging.getLogger(__name__)
-
-
-def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
-    """Render the preset's cohort (unless already there) and split it into target.csv
-    (patients) and background.csv (controls) beside its manifest."""
-    if not (folder / MARKER).is_file():
-        synth = compose("synth", overrides=list(cfg.cohort))
-        recipe = Recipe.from_dict(OmegaConf.to_container(synth, resolve=True))
-        log.info("rendering the cohort: %d subjects on the %s grid", recipe.n_subjects,
-                 recipe.grid.name)
-        generate_cohort(recipe, folder, overwrite=True)
-    manifest = read_manifest(folder / "manifest.csv")
-    target, background = folder / "target.csv", folder / "background.csv"
-    manifest[manifest["group"] != HEALTHY].to_csv(target, index=False)
-    manifest[manifest["group"] == HEALTHY].to_csv(background, index=False)
-    return target, background
-
-
-def eval_dir(run_dir: Path, split: str) -> Path:
-    """Where a run's evaluation on `split` goes: eval/ for the test split, eval_<split>/ else."""
-    return run_dir / ("eval" if split == "test" else f"eval_{split}")
-
-
-def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_dir: Path,
-            baselines: tuple[str, ...]) -> dict[str, Any]:
-    """Train (or resume) one arm at one seed and evaluate it; returns its metrics."""
-    done = eval_dir(run_dir, cfg.split) / "metrics.json"
-    if done.is_file():
-        metrics = json.loads(done.read_text())
-        if not baselines or "baselines" in metrics:
-            return metrics
-    target, background = sets
-    overrides = [*cfg.train, *cfg.arms[arm], f"data.target={target}",
-                 f"data.background={background}",
-                 f"data.cache_dir={Path(cfg.out_dir).resolve() / 'cache'}", f"seed={seed}",
-                 f"out_dir={run_dir}", "ckpt_path=last"]
-    train_cfg = compose("train", overrides=overrides)
-    with open_dict(train_cfg):  # replaced whole (an override would merge into train/val)
-        train_cfg.data.split_fractions = cfg.split_fractions
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(train_cfg, run_dir / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(cfg.arms[arm])), run_dir / ".hydra" / "overrides.yaml")
-    if not (run_dir / "separation.json").is_file():
-        train.__wrapped__(train_cfg)  # errors propagate to the benchmark's own handling
-    # pictures for the first seed of each arm (the metrics for every seed)
-    return evaluate_run(run_dir, eval_dir(run_dir, cfg.split), split=cfg.split,
-                        baselines=baselines, figures=seed == cfg.seeds[0])
-
-
-@reports_input_errors
-def benchmark(cfg: DictConfig) -> pd.DataFrame:
-    """The whole command; returns the per-run results table."""
-    began = time.perf_counter()
-    out_dir = Path(cfg.out_dir)
-    arms = list(cfg.only or cfg.arms)
-    unknown = set(arms) - set(cfg.arms)
-    if unknown:
-        raise InputError(f"only={arms}: unknown arm(s) {sorted(unknown)}; the preset has "
-                         f"{list(cfg.arms)}")
-    if cfg.split not in cfg.split_fractions:
-        raise InputError(f"split={cfg.split}: the preset's splits are "
-                         f"{list(cfg.split_fractions)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sets = make_cohort(cfg, out_dir / "cohort")
-    rows, baseline_rows = [], []
-    pending = tuple(cfg.baselines)  # fitted once, with the first run that succeeds
-    total = len(arms) * len(cfg.seeds)
-    for i, (arm, seed) in enumerate((a, s) for s in cfg.seeds for a in arms):
-        run_dir = out_dir / "runs" / arm / f"seed{seed}"
-        log.info("[%d/%d] arm %s, seed %d", i + 1, total, arm, seed)
-        start = time.perf_counter()
-        try:
-            metrics = run_arm(cfg, arm, seed, sets, run_dir, pending)
-        except TrainingDiverged as error:
-            log.warning("arm %s, seed %d diverged: %s", arm, seed, error)
-            rows.append({"arm": arm, "seed": seed, "diverged": True})
-            continue
-        rows.append({"arm": arm, "seed": seed, "diverged": False, **headline(metrics),
-                     "seconds": round(time.perf_counter() - start, 1)})
-        if not baseline_rows:  # the baselines are the same in every run that has them
-            baseline_rows = [{"arm": f"{name} (baseline)", "seed": None, "diverged": False,
-                              **headline(m)} for name, m in metrics.get("baselines", {}).items()]
-        pending = () if metrics.get("baselines") else pending
-    results = pd.DataFrame(baseline_rows + rows)
-    if results.empty:  # nothing asked for (e.g. seeds=[]): the cohort alone
-        log.info("no runs asked for; the cohort is in %s", out_dir / "cohort")
-        return results
-    results.to_csv(out_dir / "results.csv", index=False)
-    columns = [c for c in [*HEADLINE, "seconds"] if results[c].notna().any()]
-    command = " ".join(["neurocvae-benchmark", *HydraConfig.get().overrides.task]) \
-        if HydraConfig.initialized() else f"neurocvae-benchmark preset={cfg.name}"
-    minutes = (time.perf_counter() - began) / 60
-    latents = {arm: [pd.read_csv(path) for path in (
-        eval_dir(out_dir / "runs" / arm / f"seed{seed}", cfg.split) / "latents.csv"
-        for seed in cfg.seeds)
-        if path.is_file()] for arm in arms}
-    (out_dir / "benchmark.md").write_text(summary_markdown(
-        results, columns, cfg, command, minutes, stability_table(latents)))
-    plot_summary(results, out_dir / "benchmark.png")
-    log.info("benchmark table: %s", out_dir / "benchmark.md")
-    return results
+benchmark = reports_input_errors(run)  # InputError → one line on stderr, exit status 2
 
 
 @hydra.main(config_path=str(config_dir()), config_name="benchmark", version_base="1.3")

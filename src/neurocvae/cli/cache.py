@@ -9,7 +9,8 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from neurocvae.cli import reports_input_errors, require_number
+from neurocvae.checks import require_number
+from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
 from neurocvae.data.cache import describe, prune
 from neurocvae.errors import InputError

@@ -61,7 +61,7 @@ DECODER_REGULARISERS = ("none", "l2", "gp")
 
 
 @dataclass
-class Pass:
+class ForwardPass:
     """One forward pass over n targets followed by n backgrounds (rows [:n] and [n:])."""
 
     n: int
@@ -85,8 +85,8 @@ def draw_seed(seed: int, rank: int, batch: int, *salt: int) -> int:
     return int(np.random.SeedSequence([seed, rank, batch, *salt]).generate_state(1)[0])
 
 
-def rows(t: torch.Tensor | None, part: slice) -> torch.Tensor | None:
-    return None if t is None else t[part]
+def rows_of(tensor: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return None if tensor is None else tensor[part]
 
 
 class ContrastiveModule(pl.LightningModule):
@@ -161,7 +161,7 @@ class ContrastiveModule(pl.LightningModule):
         return mu + noise * torch.exp(0.5 * logvar)
 
     def forward_pass(self, target: torch.Tensor, background: torch.Tensor, *,
-                     draws: torch.Generator | None) -> Pass:
+                     draws: torch.Generator | None) -> ForwardPass:
         """Encode both sets (one call per encoder, so normalisation sees both) and decode
         targets from [z ‖ s] and backgrounds from [z ‖ 0]; codes are sampled with the
         generator `draws`, or are the means when it is None."""
@@ -174,7 +174,7 @@ class ContrastiveModule(pl.LightningModule):
         shared = self._code(shared_mu, shared_logvar, draws)
         slot = torch.cat([salient[:n], salient.new_zeros(n, self.nets.salient_dim)])
         reconstruction = self.nets.decoder(torch.cat([shared, slot], dim=1))
-        return Pass(n, salient_mu, salient_logvar, salient, shared_mu, shared_logvar, shared,
+        return ForwardPass(n, salient_mu, salient_logvar, salient, shared_mu, shared_logvar, shared,
                     reconstruction)
 
     @torch.no_grad()
@@ -185,59 +185,61 @@ class ContrastiveModule(pl.LightningModule):
 
     # --- the loss -------------------------------------------------------------------------
 
-    def terms(self, p: Pass, target: torch.Tensor, background: torch.Tensor, *,
+    def terms(self, out: ForwardPass, target: torch.Tensor, background: torch.Tensor, *,
               training: bool = True, generator: torch.Generator | None = None
               ) -> dict[str, torch.Tensor]:
-        """Every loss term (scalars, batch means), unweighted; the decoder regulariser only in
-        `training` (the gradient penalty draws from `generator`)."""
-        tg, bg = slice(0, p.n), slice(p.n, 2 * p.n)
+        """Every loss term of the forward pass `out` (scalars, batch means), unweighted; the
+        decoder regulariser only in `training` (the gradient penalty draws from `generator`)."""
+        tg, bg = slice(0, out.n), slice(out.n, 2 * out.n)
         images = torch.cat([target, background])
         if self.hparams.reconstruction == "calibrated":  # validation: each scan its own σ²
-            alpha = losses.calibrated_alpha(p.reconstruction, images,
+            alpha = losses.calibrated_alpha(out.reconstruction, images,
                                             per_sample=not training).detach()
         else:
             alpha = torch.tensor(float(self.hparams.alpha), device=images.device)
-        per_sample = losses.reconstruction(p.reconstruction, images, alpha)
+        per_sample = losses.reconstruction(out.reconstruction, images, alpha)
         if self.hparams.reconstruction == "calibrated":
             per_sample = per_sample + losses.calibration_log_term(alpha, images[0].numel())
-        t: dict[str, torch.Tensor] = {"rec_target": per_sample[tg].mean(),
-                                      "rec_background": per_sample[bg].mean(),
-                                      "alpha": alpha.mean()}
-        t["rec"] = t["rec_target"] + self.hparams.background_weight * t["rec_background"]
-        parts = {"salient": (p.salient_mu[tg], rows(p.salient_logvar, tg), p.salient[tg]),
-                 "shared_target": (p.shared_mu[tg], rows(p.shared_logvar, tg), p.shared[tg]),
-                 "shared_background": (p.shared_mu[bg], rows(p.shared_logvar, bg),
-                                       p.shared[bg])}
+        terms: dict[str, torch.Tensor] = {"rec_target": per_sample[tg].mean(),
+                                          "rec_background": per_sample[bg].mean(),
+                                          "alpha": alpha.mean()}
+        terms["rec"] = (terms["rec_target"]
+                        + self.hparams.background_weight * terms["rec_background"])
+        parts = {"salient": (out.salient_mu[tg], rows_of(out.salient_logvar, tg), out.salient[tg]),
+                 "shared_target": (out.shared_mu[tg], rows_of(out.shared_logvar, tg),
+                                   out.shared[tg]),
+                 "shared_background": (out.shared_mu[bg], rows_of(out.shared_logvar, bg),
+                                       out.shared[bg])}
         for name, (mu, logvar, code) in parts.items():
             if self.stochastic:
-                t[f"kl_{name}"] = losses.kl_standard_normal(mu, logvar).mean()
+                terms[f"kl_{name}"] = losses.kl_standard_normal(mu, logvar).mean()
             else:
-                t[f"code_{name}"] = losses.half_square_norm(code).mean()
-        t["prior"] = sum(t[k] for k in t if k.startswith(("kl_", "code_")))
+                terms[f"code_{name}"] = losses.half_square_norm(code).mean()
+        terms["prior"] = sum(terms[k] for k in terms if k.startswith(("kl_", "code_")))
         if self.discriminator is not None:
-            t["tc"] = self.discriminator.log_odds(p.joint).mean()
+            terms["tc"] = self.discriminator.log_odds(out.joint).mean()
         if self.hparams.background_salient != "none":
-            t["background_salient"] = losses.background_salient(
-                self.hparams.background_salient, p.salient_mu[bg],
-                rows(p.salient_logvar, bg), p.salient[bg])
+            terms["background_salient"] = losses.background_salient(
+                self.hparams.background_salient, out.salient_mu[bg],
+                rows_of(out.salient_logvar, bg), out.salient[bg])
         if self.hparams.shared_mmd_weight:
-            t["shared_mmd"] = losses.mmd(p.shared[bg], p.shared[tg])
+            terms["shared_mmd"] = losses.mmd(out.shared[bg], out.shared[tg])
         if training and self.hparams.decoder_reg == "l2":
-            t["decoder_reg"] = losses.decoder_l2(self.nets.decoder)
+            terms["decoder_reg"] = losses.decoder_l2(self.nets.decoder)
         elif training and self.hparams.decoder_reg == "gp":
-            t["decoder_reg"] = losses.decoder_gradient_penalty(
-                self.nets.decoder, torch.cat([p.shared[tg], p.salient[tg]], dim=1),
+            terms["decoder_reg"] = losses.decoder_gradient_penalty(
+                self.nets.decoder, torch.cat([out.shared[tg], out.salient[tg]], dim=1),
                 generator=generator)
-        return t
+        return terms
 
-    def total(self, t: dict[str, torch.Tensor], beta: float, gamma: float) -> torch.Tensor:
+    def total(self, terms: dict[str, torch.Tensor], beta: float, gamma: float) -> torch.Tensor:
         h = self.hparams
-        loss = t["rec"] + beta * t["prior"]
+        loss = terms["rec"] + beta * terms["prior"]
         weighted = {"tc": gamma, "background_salient": h.background_salient_weight,
                     "shared_mmd": h.shared_mmd_weight, "decoder_reg": h.decoder_reg_weight}
         for key, weight in weighted.items():
-            if key in t and weight:
-                loss = loss + weight * t[key]
+            if key in terms and weight:
+                loss = loss + weight * terms[key]
         return loss
 
     # --- schedules ------------------------------------------------------------------------
@@ -277,26 +279,26 @@ class ContrastiveModule(pl.LightningModule):
         return optimizers
 
     def _step(self, optimizer: Any, loss: torch.Tensor, what: str,
-              t: dict[str, torch.Tensor]) -> torch.Tensor:
+              terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Backward, check, clip and step one optimiser; returns the gradient norm."""
         # every rank takes the same decision (the losses differ, the reduced gradients do not)
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss))):
-            self._diverged(f"the {what} loss is {loss.item()} (on at least one rank)", t)
+            self._diverged(f"the {what} loss is {loss.item()} (on at least one rank)", terms)
         optimizer.zero_grad()
         self.manual_backward(loss)
         params = [p for group in optimizer.param_groups for p in group["params"]
                   if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if not torch.isfinite(norm):
-            self._diverged(f"the {what} gradient norm is {norm.item()}", t)
+            self._diverged(f"the {what} gradient norm is {norm.item()}", terms)
         if self.hparams.gradient_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip,
                                 gradient_clip_algorithm="norm")
         optimizer.step()
         return norm
 
-    def _diverged(self, problem: str, t: dict[str, torch.Tensor]) -> None:
-        values = ", ".join(f"{k} {v.item():.4g}" for k, v in t.items())
+    def _diverged(self, problem: str, terms: dict[str, torch.Tensor]) -> None:
+        values = ", ".join(f"{k} {v.item():.4g}" for k, v in terms.items())
         raise TrainingDiverged(
             f"training diverged at batch {self.batches_seen} (epoch {self.current_epoch}): "
             f"{problem} ({values}). The weights were not updated with it; the last checkpoint "
@@ -310,18 +312,19 @@ class ContrastiveModule(pl.LightningModule):
         beta, gamma = self.schedule_weights()
         draws = self.generator()
         with self.toggled_optimizer(model_opt):
-            p = self.forward_pass(target, background, draws=draws)
-            t = self.terms(p, target, background, generator=draws)
-            t["loss"] = self.total(t, beta, gamma)
-            grad_norm = self._step(model_opt, t["loss"], "model", t)
-        logs = {**t, "beta": beta, "gamma": gamma, "grad_norm": grad_norm}
+            out = self.forward_pass(target, background, draws=draws)
+            terms = self.terms(out, target, background, generator=draws)
+            terms["loss"] = self.total(terms, beta, gamma)
+            grad_norm = self._step(model_opt, terms["loss"], "model", terms)
+        logs = {**terms, "beta": beta, "gamma": gamma, "grad_norm": grad_norm}
         if self.discriminator is not None:
-            joint = p.joint.detach()
-            product = product_of_marginals(p.shared[:p.n].detach(), p.salient[:p.n].detach(),
-                                           self.hparams.product, generator=draws)
+            joint = out.joint.detach()
+            product = product_of_marginals(out.shared[:out.n].detach(),
+                                           out.salient[:out.n].detach(), self.hparams.product,
+                                           generator=draws)
             with self.toggled_optimizer(disc_opt[0]):
                 logs["disc_loss"] = self.discriminator.loss(joint, product)
-                self._step(disc_opt[0], logs["disc_loss"], "discriminator", t)
+                self._step(disc_opt[0], logs["disc_loss"], "discriminator", terms)
             logs |= self._accuracy(joint, product)
         self.batches_seen += 1
         self._log_training(logs)
@@ -364,12 +367,13 @@ class ContrastiveModule(pl.LightningModule):
         """Every term at the code means, with fixed weights (β = 1): `val/rec` moves with the
         model only."""
         target, background = batch["target"]["image"], batch["background"]["image"]
-        p = self.forward_pass(target, background, draws=None)
-        t = self.terms(p, target, background, training=False)
+        out = self.forward_pass(target, background, draws=None)
+        terms = self.terms(out, target, background, training=False)
         if self.discriminator is not None:
-            product = product_of_marginals(p.shared[:p.n], p.salient[:p.n], self.hparams.product,
+            product = product_of_marginals(out.shared[:out.n], out.salient[:out.n],
+                                           self.hparams.product,
                                            generator=self.generator(batch_idx))
-            t["disc_loss"] = self.discriminator.loss(p.joint, product)
-            t |= {k: torch.tensor(v) for k, v in self._accuracy(p.joint, product).items()}
-        self.log_dict({f"val/{k}": v for k, v in t.items()}, on_epoch=True, batch_size=p.n,
+            terms["disc_loss"] = self.discriminator.loss(out.joint, product)
+            terms |= {k: torch.tensor(v) for k, v in self._accuracy(out.joint, product).items()}
+        self.log_dict({f"val/{k}": v for k, v in terms.items()}, on_epoch=True, batch_size=out.n,
                       sync_dist=True)

@@ -291,7 +291,7 @@ def _close_in_worker(lock_path: Path, lock_fd: int, worker_id: int) -> None:
             os._exit(1)
 
 
-class _Decoder(Dataset):
+class _PreprocessedSources(Dataset):
     """Preprocess source i; a bad volume yields its problem instead of raising in a worker."""
 
     def __init__(self, paths: Sequence[str], preprocessing: Preprocessing) -> None:
@@ -373,7 +373,7 @@ def _write_entry(partial: Path, sources: list[tuple[str, int, int]],
         log.info("%d volumes copied from earlier cache entries", len(copied))
     done = set(copied)
     good = [i for i, p in enumerate(paths) if p not in rejected and i not in done]
-    loader = DataLoader(torch.utils.data.Subset(_Decoder(paths, preprocessing), good),
+    loader = DataLoader(torch.utils.data.Subset(_PreprocessedSources(paths, preprocessing), good),
                         batch_size=None, num_workers=workers, collate_fn=_as_is,
                         worker_init_fn=worker_init_fn)
     log.info("caching %d volumes into %s", len(good), partial.with_suffix(""))

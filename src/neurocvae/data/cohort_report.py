@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.patches import Circle
 
 from neurocvae.data.cohort import GROUPS, HEALTHY
-from neurocvae.data.synthetic import MARKER, read_volume
+from neurocvae.data.synthetic import RECIPE_FILE, read_volume
 from neurocvae.data.warp import CORE_WEIGHT
 from neurocvae.errors import InputError
 from neurocvae.figures import plt, save_figure
@@ -89,8 +89,8 @@ def load_cohort(cohort_dir: Path) -> tuple[pd.DataFrame, dict]:
     else:
         raise InputError(f"{cohort_dir}: no manifest.csv or ground_truth.csv")
     recipe = {}
-    if (cohort_dir / MARKER).is_file():
-        recipe = json.loads((cohort_dir / MARKER).read_text())["recipe"]
+    if (cohort_dir / RECIPE_FILE).is_file():
+        recipe = json.loads((cohort_dir / RECIPE_FILE).read_text())["recipe"]
     return table, recipe
 
 

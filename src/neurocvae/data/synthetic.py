@@ -29,7 +29,7 @@ from neurocvae.progress import progress
 
 INT16_SLOPE = 1 / 30000  # volumes are in [0, 1]: stored as int16 with a fixed scale factor
 MARGIN_MM = 20.0  # how far a warp may move a point: pattern boxes are widened by this
-MARKER = "recipe.json"  # a folder holding this (and manifest.csv) was written by this module
+RECIPE_FILE = "recipe.json"  # a folder holding this (and manifest.csv) was written by this module
 
 
 def _stratified(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -203,13 +203,14 @@ def check_destination(out_dir: Path, overwrite: bool) -> None:
     """Refuse to touch an existing folder unless `overwrite` and it holds a cohort of ours."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return
-    ours = (out_dir / MARKER).is_file() and (out_dir / "manifest.csv").is_file()
+    ours = (out_dir / RECIPE_FILE).is_file() and (out_dir / "manifest.csv").is_file()
     if not overwrite:
         raise InputError(f"{out_dir} already exists and is not empty; pass overwrite=true to "
                          "replace it, or choose another out_dir")
     if not ours:
-        raise InputError(f"{out_dir} exists and was not written by neurocvae-synth (no {MARKER} "
-                         "and manifest.csv); refusing to replace it even with overwrite=true")
+        raise InputError(f"{out_dir} exists and was not written by neurocvae-synth (no "
+                         f"{RECIPE_FILE} and manifest.csv); refusing to replace it even with "
+                         "overwrite=true")
 
 
 def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = False,
@@ -248,7 +249,7 @@ def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = Fa
     table["recipe_hash"] = recipe.hash()
     table[list(MANIFEST_COLUMNS)].to_csv(staging / "manifest.csv", index=False)
     table.to_csv(staging / "ground_truth.csv", index=False)
-    (staging / MARKER).write_text(json.dumps(
+    (staging / RECIPE_FILE).write_text(json.dumps(
         {"hash": recipe.hash(), "recipe": recipe.to_dict()}, indent=2, default=str))
 
     if out_dir.exists():

@@ -1,0 +1,155 @@
+"""The contrastive training stage, `fit(cfg)`: a contrastive model on a target and a background
+set, `cfg` being `conf/train.yaml` composed.
+
+Writes into `out_dir`: `checkpoints/last.ckpt` (every `checkpoint.every_n_batches` batches, at
+each epoch's end, and on SIGTERM / SIGUSR1) and `checkpoints/best.ckpt` (best
+`early_stopping.monitor`), `logs/metrics.csv`, and for deterministic latents `density/` (the
+ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` it resumes from
+`last.ckpt`, to the batch (`neurocvae.runs`). Under DDP, rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+
+from neurocvae.checks import check_trainer, require_number
+from neurocvae.contrastive.build import build_module, load_module
+from neurocvae.contrastive.density import fit_densities
+from neurocvae.contrastive.linear import initialise_linear
+from neurocvae.contrastive.losses import RECONSTRUCTIONS
+from neurocvae.contrastive.module import ContrastiveModule
+from neurocvae.contrastive.nets import AdditiveDecoder
+from neurocvae.data.datamodules import ContrastiveDataModule
+from neurocvae.errors import InputError, Stopped
+from neurocvae.logs import WANDB_MODES, run_loggers
+from neurocvae.runs import (
+    LastCheckpoint,
+    check_launch,
+    checkpoint_to_resume,
+    cluster_plugins,
+)
+
+log = logging.getLogger(__name__)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse contradictory settings before any work is done."""
+    for name in ("beta", "gamma"):
+        require_number(f"{name}.value", cfg[name].value, at_least=0)
+    for name in ("optimizer", "discriminator_optimizer"):
+        require_number(f"{name}.lr", cfg[name].lr, above=0)
+    check_trainer(cfg.trainer)
+    shape, stages = cfg.data.preprocessing.shape, len(cfg.arch.get("channels", ()))
+    if shape is not None and min(shape) < 2 ** stages:
+        raise InputError(f"data.preprocessing.shape={list(shape)} is too small for the "
+                         f"networks: their {stages} stride-2 stages need at least "
+                         f"{2 ** stages} voxels along every axis")
+    if cfg.discriminator is None and cfg.gamma.value != 0:
+        raise InputError(f"gamma.value={cfg.gamma.value} needs a discriminator "
+                         "(discriminator=null drops the TC term): set gamma.value=0")
+    if str(cfg.trainer.get("precision")) in ("16-mixed", "16"):
+        raise InputError(f"trainer.precision={cfg.trainer.precision}: float16 needs loss "
+                         "scaling, which this manual optimisation does not do; use bf16-mixed")
+    if cfg.data.batch_size < 2:
+        raise InputError(f"data.batch_size={cfg.data.batch_size}: the discriminator's product "
+                         "sample needs at least 2 targets per step (4 or more is better)")
+    every = cfg.checkpoint.every_n_batches
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
+                         "or null (a checkpoint at each epoch's end only)")
+    if cfg.get("logger") and cfg.logger.mode not in WANDB_MODES:
+        raise InputError(f"logger.mode={cfg.logger.mode}: expected one of {WANDB_MODES}")
+    if cfg.model.get("reconstruction", "fixed") not in RECONSTRUCTIONS:
+        raise InputError(f"model.reconstruction={cfg.model.reconstruction}: expected one of "
+                         f"{RECONSTRUCTIONS}")
+    contrast = cfg.get("initialise", {}).get("contrast", 1.0)
+    if not (isinstance(contrast, (int, float)) and math.isfinite(contrast) and contrast > 0):
+        raise InputError(f"initialise.contrast={contrast}: expected a finite number > 0 "
+                         "(contrastive PCA's weight of the backgrounds' covariance)")
+    if "val" not in cfg.data.split_fractions:
+        raise InputError(f"data.split_fractions {dict(cfg.data.split_fractions)} needs a 'val' "
+                         f"split: early stopping and the best checkpoint watch "
+                         f"{cfg.early_stopping.monitor}")
+
+
+def callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
+    """`best.ckpt` (lowest `early_stopping.monitor`), `last.ckpt`, early stopping."""
+    monitor = cfg.early_stopping.monitor
+    chosen: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
+                        mode="min"),
+        LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_batches)]
+    if cfg.early_stopping.patience:
+        chosen.append(EarlyStopping(monitor, patience=cfg.early_stopping.patience))
+    return chosen
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@dataclass
+class Fitted:
+    """A finished fit: the best model (eval mode), its data, checkpoint and run folder."""
+
+    module: ContrastiveModule
+    datamodule: ContrastiveDataModule
+    checkpoint: str | None
+    out_dir: Path
+
+
+def fit(cfg: DictConfig) -> Fitted | None:
+    """Train (or resume) the run of `cfg`; None on every DDP rank but the first. A SIGTERM or
+    SIGUSR1 stops it with `Stopped` after writing `last.ckpt`."""
+    check_settings(cfg)
+    multirun = is_multirun()
+    check_launch(cfg.trainer, multirun)
+    out_dir = Path(cfg.out_dir)
+    resume = checkpoint_to_resume(cfg.ckpt_path, out_dir)
+    if resume:  # the run's own checkpoints, expected there
+        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+    chosen = callbacks(cfg, out_dir)
+    with run_loggers(cfg, out_dir, multirun=multirun) as (loggers, logging_callbacks):
+        try:  # before any data work: the accelerator and devices must exist
+            trainer: pl.Trainer = hydra.utils.instantiate(
+                cfg.trainer, callbacks=[*chosen, *logging_callbacks], logger=loggers,
+                plugins=cluster_plugins() or None)
+        except InstantiationException as error:
+            if not isinstance(error.__cause__, MisconfigurationException):
+                raise
+            raise InputError(f"trainer settings (accelerator {cfg.trainer.accelerator}, devices "
+                             f"{cfg.trainer.devices}): {error.__cause__}") from error
+        datamodule: ContrastiveDataModule = hydra.utils.instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
+        module = build_module(cfg, datamodule.image_shape)
+        if not resume and isinstance(module.nets.decoder, AdditiveDecoder):
+            initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
+                              contrast=cfg.initialise.contrast)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        except SIGTERMException:
+            stopper = next(c for c in chosen if isinstance(c, LastCheckpoint))
+            raise Stopped(stopper.exit_status) from None
+    if not trainer.is_global_zero:  # the other DDP ranks are done
+        return None
+    best = next(c for c in chosen if isinstance(c, ModelCheckpoint)).best_model_path or None
+    module = load_module(best) if best else module.eval()
+    if not module.stochastic:
+        fit_densities(module, datamodule, out_dir / "density", seed=cfg.seed)
+    log.info("run folder: %s", out_dir)
+    return Fitted(module, datamodule, best, out_dir)
