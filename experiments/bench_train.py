@@ -1,5 +1,5 @@
 """Contrastive training speed and peak memory: the efficient default nets against the original
-`seed_asd` nets, at the same input size, side by side in one run.
+`original_asd` nets, at the same input size, side by side in one run.
 
     .venv/bin/python experiments/bench_train.py   # writes experiments/results/bench_train.md
 
@@ -78,7 +78,7 @@ def main() -> None:
     settings = ([([160, 192, 160], 4, p) for p in ("32-true", "bf16-mixed")] if gpu
                 else [([80, 96, 80], 2, "32-true")])
     device = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
-    lines = ["# Contrastive training: efficient vs seed_asd nets", "",
+    lines = ["# Contrastive training: efficient vs original_asd nets", "",
              f"`{' '.join(sys.argv)}` · {device} · torch {torch.__version__} · "
              f"{platform.python_version()}", "",
              f"Real training steps (model + discriminator) of `ContrastiveModule`, default "
@@ -88,10 +88,10 @@ def main() -> None:
              "| input | batch | precision | arch | parameters | samples/s | s/batch | peak GiB |"
              " speed-up |", "|---|---|---|---|---|---|---|---|---|"]
     for shape, batch, precision in settings:
-        rows = {arch: measure(arch, shape, batch, precision) for arch in ("seed_asd",
+        rows = {arch: measure(arch, shape, batch, precision) for arch in ("original_asd",
                                                                           "efficient")}
         for arch, row in rows.items():
-            ratio = row["samples_per_s"] / rows["seed_asd"]["samples_per_s"]
+            ratio = row["samples_per_s"] / rows["original_asd"]["samples_per_s"]
             lines.append(f"| {'×'.join(map(str, shape))} | {batch} + {batch} | {precision} | "
                          f"{arch} | {row['parameters']:,} | {row['samples_per_s']:.2f} | "
                          f"{row['seconds_per_batch']:.2f} | {row['peak_gib']:.2f} | "

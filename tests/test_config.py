@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from neurocvae.config import config_dir
+from neurocvae.config import compose_config, config_dir
 
 
 def test_config_dir_holds_the_synth_config():
@@ -27,3 +27,12 @@ def test_a_regular_install_ships_the_configs(tmp_path):
         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")}, capture_output=True,
         text=True, check=True)
     assert found.stdout.strip() == str(tmp_path / "site" / "neurocvae" / "conf")
+
+
+@pytest.mark.parametrize(("old", "new"), [("arch=seed_asd", "arch=original_asd"),
+                                          ("beta=seed_cyclical", "beta=original_cyclical"),
+                                          ("experiment=seed_protocol",
+                                           "experiment=original_protocol")])
+def test_the_former_names_of_the_original_configs_still_compose_the_same(old, new):
+    base = ["data.target=t", "data.background=b"]
+    assert compose_config("train", [*base, old]) == compose_config("train", [*base, new])

@@ -161,7 +161,7 @@ def test_installed_command_learns_age_on_the_ci_cohort(ci_cohort, tmp_path):
     """The real command, from another folder, on 480 subjects (HC 240): a trained SFCN beats
     predicting the mean age, and the planted age acceleration shows in the gaps."""
     args = [f"data.manifest={ci_cohort / 'manifest.csv'}", "net=sfcn_small", "optim=adam",
-            "optim.optimizer.lr=0.003", "trainer.max_epochs=20", "data.num_workers=0",
+            "optim.optimizer.lr=0.001", "trainer.max_epochs=20", "data.num_workers=0",
             "data.preprocessing.shape=[40,48,40]", f"data.cache_dir={tmp_path / 'cache'}",
             "out_dir=run", "trainer.enable_progress_bar=false"]
     result = subprocess.run([command(), *args], cwd=tmp_path, capture_output=True, text=True,

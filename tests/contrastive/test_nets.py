@@ -18,11 +18,12 @@ def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_seed_asd_has_the_original_parameter_counts():
-    nets = ContrastiveNets(input_shape=(160, 192, 160), **arch("seed_asd"))
+def test_original_asd_has_the_original_parameter_counts():
+    nets = ContrastiveNets(input_shape=(160, 192, 160), **arch("original_asd"))
     assert count(nets.salient_encoder) == count(nets.shared_encoder) == 40_493_504
     assert count(nets.decoder) == 40_799_873  # without the original's output BatchNorm3d(1)
-    original = ContrastiveNets(input_shape=(160, 192, 160), **arch("seed_asd", output_norm=True))
+    original = ContrastiveNets(input_shape=(160, 192, 160),
+                               **arch("original_asd", output_norm=True))
     assert count(original.decoder) == 40_799_875
     assert nets.salient_encoder.hidden[0].in_features == 307_200
 
@@ -35,7 +36,7 @@ def test_the_efficient_default_has_no_huge_dense_layer():
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 16), (17, 20, 15), (40, 48, 40), (33, 9, 24)])
-@pytest.mark.parametrize("name", ["efficient", "seed_asd", "aglinskas"])
+@pytest.mark.parametrize("name", ["efficient", "original_asd", "aglinskas"])
 def test_any_input_shape_is_reconstructed_at_its_own_shape(name, shape):
     values = arch(name) | {"channels": [4, 8, 8, 8, 8][: len(arch(name)["channels"])]}
     nets = ContrastiveNets(input_shape=shape, shared_dim=3, salient_dim=2, **values)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from neurocvae.contrastive.schedules import Constant, Cyclical, SeedCyclical, WarmUp
+from neurocvae.contrastive.schedules import Constant, Cyclical, OriginalCyclical, WarmUp
 
 
 def fu_reference(t: int, total: int, cycles: int, ratio: float) -> float:
@@ -32,7 +32,7 @@ def test_cyclical_per_epoch_holds_within_an_epoch():
 
 
 def test_the_original_m3_schedule():
-    schedule = SeedCyclical(value=1.0, cycle=20, flat=4)
+    schedule = OriginalCyclical(value=1.0, cycle=20, flat=4)
     by_epoch = [schedule(epoch * 48, 48, 48 * 100) for epoch in range(50)]
     assert by_epoch[:4] == [1, 1, 1, 1]
     assert by_epoch[4] == 0 and by_epoch[9] == 0.5 and by_epoch[13] == 0.9

@@ -5,8 +5,9 @@ Each encoder level is Conv3d k3 s2 p1 (+ norm, activation), mapping an axis of n
 n_in − 2·n_out + 1 ∈ {0, 1} that restores each axis exactly. Dense sizes come from the input shape.
 
 Named architectures (conf/arch/):
-- `seed_asd`: the original "asd" nets (SCIENCE.md §4): channels 32-64-128-256, BatchNorm, a dense
-  128 layer on the flattened features (307,200 at 160×192×160: 39.3 M weights per encoder).
+- `original_asd`: the original project's "asd" nets (SCIENCE.md §4): channels 32-64-128-256,
+  BatchNorm, a dense 128 layer on the flattened features (307,200 at 160×192×160: 39.3 M
+  weights per encoder).
 - `efficient`: five levels, GroupNorm, and a 1×1×1 convolution that shrinks the
   features to a few channels before the dense layer, so no 300 000 → 128 layer.
 - `additive` (default): the `efficient` encoders with a fixed linear projection beside the

@@ -66,7 +66,7 @@ class Cyclical(Schedule):
 
 
 @dataclass(frozen=True)
-class SeedCyclical(Schedule):
+class OriginalCyclical(Schedule):
     """The original M3 schedule, per epoch e: `value` for e < `flat`; then with
     m = (e − flat) mod `cycle`: 2·value·m/cycle for m < cycle/2, else `value` (open-ended)."""
 
@@ -79,3 +79,6 @@ class SeedCyclical(Schedule):
             return self.value
         m = (t - self.flat) % self.cycle
         return 2 * self.value * m / self.cycle if m < self.cycle / 2 else self.value
+
+
+SeedCyclical = OriginalCyclical  # the former name, in configs saved with older checkpoints
