@@ -28,9 +28,9 @@ from neurocvae.config import config_dir
 from neurocvae.data.cache import open_or_build
 from neurocvae.data.cohort import read_manifest
 from neurocvae.data.datasets import VolumeDataset, model_inputs
-from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import available_cores, generate_cohort
 from neurocvae.data.volumes import Preprocessing, read_shape
+from neurocvae.synthetic.recipe import Recipe
+from neurocvae.synthetic.renderer import available_cores, generate_cohort
 
 RESULT = Path(__file__).parent / "results" / "bench_data.md"
 SETTINGS = {  # grid → (subjects, crop)

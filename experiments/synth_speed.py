@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from neurocvae.config import config_dir
-from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import available_cores, generate_cohort
+from neurocvae.synthetic.recipe import Recipe
+from neurocvae.synthetic.renderer import available_cores, generate_cohort
 
 COUNTS = ["counts.HC=200", "counts.MDD=100", "counts.diabetes=50", "counts.dual=50"]
 RESULT = Path(__file__).parent / "results" / "synth_speed.md"

@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from neurocvae.config import compose_config
-from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import generate_cohort
+from neurocvae.synthetic.recipe import Recipe
+from neurocvae.synthetic.renderer import generate_cohort
 
 
 def synth_recipe(*overrides: str) -> Recipe:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-PACKAGES = ["neurocvae.data", "neurocvae.brainage", "neurocvae.contrastive",
+PACKAGES = ["neurocvae.data", "neurocvae.synthetic", "neurocvae.brainage", "neurocvae.contrastive",
             "neurocvae.evaluation"]
 
 

@@ -14,7 +14,7 @@ from neurocvae.brainage.correction import BiasCorrection
 from neurocvae.brainage.selection import ORIGINAL_THRESHOLDS
 from neurocvae.cli.brainage import brainage
 from neurocvae.data.cohort import read_manifest
-from neurocvae.data.synthetic import generate_cohort
+from neurocvae.synthetic.renderer import generate_cohort
 from tests.conftest import compose_config, synth_recipe
 
 # Two epochs learn little age: the offset form, with no least slope of predicted on true age.

@@ -11,9 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
-from neurocvae.data.cohort_report import write_cohort_report
-from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import available_cores, generate_cohort
+from neurocvae.synthetic.recipe import Recipe
+from neurocvae.synthetic.renderer import available_cores, generate_cohort
+from neurocvae.synthetic.report import write_cohort_report
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from neurocvae.config import compose_config
 from neurocvae.data.cohort import HEALTHY, read_manifest
-from neurocvae.data.recipe import Recipe
-from neurocvae.data.synthetic import RECIPE_FILE, generate_cohort
 from neurocvae.errors import InputError, TrainingDiverged
 from neurocvae.evaluation.evaluate import evaluate_run
 from neurocvae.evaluation.quick_check import fit_and_check
 from neurocvae.evaluation.report import HEADLINE, headline
 from neurocvae.evaluation.summary import plot_summary, stability_table, summary_markdown
+from neurocvae.synthetic.layout import CohortFolder
+from neurocvae.synthetic.recipe import Recipe
+from neurocvae.synthetic.renderer import generate_cohort
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,13 @@ log = logging.getLogger(__name__)
 def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
     """Render the preset's cohort (unless already there) and split it into target.csv
     (patients) and background.csv (controls) beside its manifest."""
-    if not (folder / RECIPE_FILE).is_file():
+    if not CohortFolder(folder).is_cohort():
         synth = compose_config("synth", list(cfg.cohort))
         recipe = Recipe.from_dict(OmegaConf.to_container(synth, resolve=True))
         log.info("rendering the cohort: %d subjects on the %s grid", recipe.n_subjects,
                  recipe.grid.name)
         generate_cohort(recipe, folder, overwrite=True)
-    manifest = read_manifest(folder / "manifest.csv")
+    manifest = read_manifest(CohortFolder(folder).manifest)
     target, background = folder / "target.csv", folder / "background.csv"
     manifest[manifest["group"] != HEALTHY].to_csv(target, index=False)
     manifest[manifest["group"] == HEALTHY].to_csv(background, index=False)

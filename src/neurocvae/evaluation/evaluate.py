@@ -8,7 +8,6 @@ cohort's `ground_truth.csv`, found beside the volumes' folder) adds the planted-
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
 from neurocvae.files import write_json
+from neurocvae.synthetic.layout import CohortFolder
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,11 @@ def choose_split(datamodule: ContrastiveDataModule, split: str) -> str:
     return split
 
 
-def find_ground_truth(paths: pd.Series) -> Path | None:
-    """`ground_truth.csv` of the synthetic cohort the volumes come from (beside `volumes/`)."""
-    candidates = {Path(p).parent.parent / "ground_truth.csv" for p in paths}
-    return next((c for c in candidates if c.is_file()), None)
+def find_cohort(paths: pd.Series) -> CohortFolder | None:
+    """The synthetic cohort the volumes come from, when they come from one with its ground
+    truth (None for real data)."""
+    folders = {CohortFolder.of_volume(p) for p in paths}
+    return next((f for f in sorted(folders, key=str) if f.has_truth()), None)
 
 
 def with_truth(table: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
@@ -93,16 +94,6 @@ def with_truth(table: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
 def input_affine(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
     """The voxel-to-mm (RAS) affine of the model's input grid."""
     return np.asarray(datamodule.preprocessing.transform()({"image": path})["image"].affine)
-
-
-def planted_centres(truth_file: Path | None) -> dict[str, dict]:
-    """Pattern name → {centre_mm, groups} from the synthetic cohort's recipe.json."""
-    recipe = truth_file.with_name("recipe.json") if truth_file else None
-    if recipe is None or not recipe.is_file():
-        return {}
-    patterns = json.loads(recipe.read_text())["recipe"].get("patterns", {})
-    return {name: {"centre_mm": p["centre_mm"], "groups": p["groups"]}
-            for name, p in patterns.items()}
 
 
 def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: Path,
@@ -143,7 +134,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     datamodule = run_datamodule(cfg)
     split = choose_split(datamodule, split)
     targets = datamodule.splits[split]["target"]
-    truth_file = find_ground_truth(targets["path"])
+    cohort = find_cohort(targets["path"])
+    truth_file = cohort.ground_truth if cohort else None
     truth = pd.read_csv(truth_file) if truth_file else None
     log.info("evaluating %s on the %s split (%d targets, %d backgrounds)%s", ckpt, split,
              len(targets), len(datamodule.splits[split]["background"]),
@@ -157,7 +149,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                                **score_latents(test, train)}
     twins = {}
     if truth is not None and "twin_path" in truth:
-        root = truth_file.parent
+        root = cohort.root
         twins = {row.subject_id: str(root / row.twin_path)
                  for row in truth.itertuples() if isinstance(row.twin_path, str) and row.twin_path}
     decoded = decode_split(module, datamodule, split, reference=mean_image(datamodule),
@@ -165,7 +157,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     metrics["decoded"] = decoded.scores()
     metrics["salient_maps"] = save_salient_maps(
         decoded.salient_maps, input_affine(datamodule, targets["path"].iloc[0]), out_dir,
-        planted_centres(truth_file), figures=figures)
+        cohort.planted_patterns() if cohort else {}, figures=figures)
     distances = [min(m["planted_distance_mm"].values()) for m in metrics["salient_maps"]
                  if m["planted_distance_mm"]]
     metrics["decoded"]["map_peak_distance_mm"] = max(distances) if distances else None

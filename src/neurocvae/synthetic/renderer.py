@@ -21,15 +21,20 @@ import pandas as pd
 from scipy.special import ndtri
 
 from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
-from neurocvae.data.recipe import MAX_Z, Recipe
-from neurocvae.data.template import BRAIN_THRESHOLD, Template
-from neurocvae.data.warp import SUPPORT_SIGMAS, bump_displacement, bump_weight, scale_displacement
 from neurocvae.errors import InputError
 from neurocvae.progress import progress
+from neurocvae.synthetic.layout import CohortFolder
+from neurocvae.synthetic.recipe import MAX_Z, Recipe
+from neurocvae.synthetic.template import BRAIN_THRESHOLD, Template
+from neurocvae.synthetic.warp import (
+    SUPPORT_SIGMAS,
+    bump_displacement,
+    bump_weight,
+    scale_displacement,
+)
 
 INT16_SLOPE = 1 / 30000  # volumes are in [0, 1]: stored as int16 with a fixed scale factor
 MARGIN_MM = 20.0  # how far a warp may move a point: pattern boxes are widened by this
-RECIPE_FILE = "recipe.json"  # a folder holding this (and manifest.csv) was written by this module
 
 
 def _stratified(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -84,11 +89,11 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     sex_sign = np.where(table["sex"] == "M", 0.5, -0.5)
     table["head_scale"] = (1 + recipe.head_size_sd * table["u_head"]
                            + recipe.head_size_sex_difference * sex_sign)
-    table["path"] = "volumes/" + table["subject_id"] + ".nii.gz"
+    table["path"] = table["subject_id"].map(CohortFolder.volume_path)
     severity = table[[f"severity_{name}" for name in recipe.patterns]].to_numpy()
     has_twin = recipe.twins & (severity > 0).any(axis=1)
     table["twin_id"] = np.where(has_twin, table["subject_id"] + "-twin", "")
-    table["twin_path"] = np.where(has_twin, "twins/" + table["twin_id"] + ".nii.gz", "")
+    table["twin_path"] = np.where(has_twin, table["twin_id"].map(CohortFolder.twin_path), "")
     return table
 
 
@@ -203,13 +208,13 @@ def check_destination(out_dir: Path, overwrite: bool) -> None:
     """Refuse to touch an existing folder unless `overwrite` and it holds a cohort of ours."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return
-    ours = (out_dir / RECIPE_FILE).is_file() and (out_dir / "manifest.csv").is_file()
+    ours = CohortFolder(out_dir).is_cohort()
     if not overwrite:
         raise InputError(f"{out_dir} already exists and is not empty; pass overwrite=true to "
                          "replace it, or choose another out_dir")
     if not ours:
         raise InputError(f"{out_dir} exists and was not written by neurocvae-synth (no "
-                         f"{RECIPE_FILE} and manifest.csv); refusing to replace it even with "
+                         "recipe.json and manifest.csv); refusing to replace it even with "
                          "overwrite=true")
 
 
@@ -217,8 +222,8 @@ def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = Fa
                     workers: int = 0) -> Path:
     """Render a cohort into `out_dir` and return it.
 
-    Writes `volumes/*.nii.gz`, `twins/*.nii.gz`, `manifest.csv` (MANIFEST_COLUMNS),
-    `ground_truth.csv` (every planted factor), `truth/*.nii.gz` (brain mask, pattern weights) and
+    Writes the layout of `CohortFolder`: volumes, twins, `manifest.csv` (MANIFEST_COLUMNS),
+    `ground_truth.csv` (every planted factor), the truth maps (brain mask, pattern weights) and
     `recipe.json`. Everything is built in a staging folder beside `out_dir` and moved in at the end,
     so a failure leaves any earlier cohort untouched. `workers=0` uses every available core.
     """
@@ -228,6 +233,7 @@ def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = Fa
 
     staging = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
+    staged = CohortFolder(staging)
     for sub in ("volumes", "twins", "truth"):
         (staging / sub).mkdir(parents=True)
     workers = min(workers or available_cores(), len(table))
@@ -244,12 +250,12 @@ def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = Fa
                 for _ in pool.map(_write_in_worker, rows, [staging] * len(rows), chunksize=4):
                     advance()
     for name, volume in renderer.truth_maps().items():
-        write_volume(staging / "truth" / f"{name}.nii.gz", volume, recipe.grid.affine)
+        write_volume(staged.truth / f"{name}.nii.gz", volume, recipe.grid.affine)
 
     table["recipe_hash"] = recipe.hash()
-    table[list(MANIFEST_COLUMNS)].to_csv(staging / "manifest.csv", index=False)
-    table.to_csv(staging / "ground_truth.csv", index=False)
-    (staging / RECIPE_FILE).write_text(json.dumps(
+    table[list(MANIFEST_COLUMNS)].to_csv(staged.manifest, index=False)
+    table.to_csv(staged.ground_truth, index=False)
+    staged.recipe.write_text(json.dumps(
         {"hash": recipe.hash(), "recipe": recipe.to_dict()}, indent=2, default=str))
 
     if out_dir.exists():

@@ -17,11 +17,12 @@ import pandas as pd
 from matplotlib.patches import Circle
 
 from neurocvae.data.cohort import GROUPS, HEALTHY
-from neurocvae.data.synthetic import RECIPE_FILE, read_volume
-from neurocvae.data.warp import CORE_WEIGHT
 from neurocvae.errors import InputError
 from neurocvae.figures import plt, save_figure
 from neurocvae.progress import progress
+from neurocvae.synthetic.layout import CohortFolder
+from neurocvae.synthetic.renderer import read_volume
+from neurocvae.synthetic.warp import CORE_WEIGHT
 
 # Anterior horn, body and atrium of each lateral ventricle in MNI152 (as in conf/synth.yaml).
 VENTRICLE_CENTRES_MM = ((-5, 8, 12), (5, 8, 12), (-11, -18, 22), (11, -18, 22), (-20, -38, 15),
@@ -82,15 +83,14 @@ def ventricle_volume_ml(volume: np.ndarray, region: np.ndarray, voxel_ml: float)
 
 def load_cohort(cohort_dir: Path) -> tuple[pd.DataFrame, dict]:
     """The ground-truth table (or manifest) of a cohort folder and its recipe (if synthetic)."""
-    for name in ("ground_truth.csv", "manifest.csv"):
-        if (cohort_dir / name).is_file():
-            table = pd.read_csv(cohort_dir / name, keep_default_na=False)
+    folder = CohortFolder(cohort_dir)
+    for path in (folder.ground_truth, folder.manifest):
+        if path.is_file():
+            table = pd.read_csv(path, keep_default_na=False)
             break
     else:
         raise InputError(f"{cohort_dir}: no manifest.csv or ground_truth.csv")
-    recipe = {}
-    if (cohort_dir / RECIPE_FILE).is_file():
-        recipe = json.loads((cohort_dir / RECIPE_FILE).read_text())["recipe"]
+    recipe = json.loads(folder.recipe.read_text())["recipe"] if folder.recipe.is_file() else {}
     return table, recipe
 
 
@@ -146,7 +146,7 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
         nib.save(nib.Nifti1Image(diff.astype(np.float32), affine),
                  out_dir / f"difference_{g}.nii.gz")
     truth = _truth_maps(cohort_dir, recipe)
-    mask_path = cohort_dir / "truth" / "brain_mask.nii.gz"
+    mask_path = CohortFolder(cohort_dir).brain_mask
     brain = read_volume(mask_path) > 0.5 if mask_path.is_file() else None
 
     lines = [f"# Cohort report: `{cohort_dir.name}`", ""]
@@ -227,7 +227,7 @@ def _truth_maps(cohort_dir: Path, recipe: dict) -> dict[str, dict]:
     """Planted patterns of a synthetic cohort: weight map, centre, σ and groups, by name."""
     truth = {}
     for name, pattern in recipe.get("patterns", {}).items():
-        path = cohort_dir / "truth" / f"pattern_{name}.nii.gz"
+        path = CohortFolder(cohort_dir).pattern_map(name)
         if path.is_file():
             truth[name] = {**pattern, "weight": read_volume(path)}
     return truth

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from neurocvae.data.cohort_report import (
+from neurocvae.synthetic.report import (
     age_matched_controls,
     difference_weights,
     write_cohort_report,

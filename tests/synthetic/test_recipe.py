@@ -5,8 +5,8 @@ from omegaconf import OmegaConf
 
 from neurocvae.cli.synth import synth
 from neurocvae.config import config_dir
-from neurocvae.data.recipe import Recipe
 from neurocvae.errors import InputError
+from neurocvae.synthetic.recipe import Recipe
 from tests.conftest import compose_config, synth_recipe
 
 GRIDS = sorted(p.stem for p in (config_dir() / "grid").glob("*.yaml"))

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from neurocvae.data.cohort import GROUPS, HEALTHY, problem_list
-from neurocvae.data.grid import Grid
-from neurocvae.data.template import Template
 from neurocvae.errors import InputError
+from neurocvae.synthetic.grid import Grid
+from neurocvae.synthetic.template import Template
 
 Point = tuple[float, float, float]
 FOLD_FREE = 0.5  # |a| of a radial bump warp stays below this (fold-free up to a = 2.24; §8.3)

@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage, stats
 
 from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
-from neurocvae.data.synthetic import generate_cohort, plan_cohort, read_volume
+from neurocvae.synthetic.renderer import generate_cohort, plan_cohort, read_volume
 from tests.conftest import synth_recipe
 
 TINY = ("counts.HC=3", "counts.MDD=2", "counts.diabetes=1", "counts.dual=2")
