@@ -1,4 +1,4 @@
-"""What lets a training run survive pre-emption and requeue (SCIENCE.md §9).
+"""What lets a training run survive pre-emption and requeue.
 
 - `checkpoints/last.ckpt` every N batches, at each epoch's end, and when the run is sent
   SIGTERM or SIGUSR1: Lightning finishes the current batch, the checkpoint is written, and the

@@ -1,4 +1,4 @@
-"""Evaluation metrics against sklearn/scipy and hand-made cases (SCIENCE.md §7)."""
+"""Evaluation metrics against sklearn/scipy and hand-made cases (docs/science.md §7)."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,4 @@
-"""Age bins of SFCN: Gaussian soft labels, the loss, and the expected age (SCIENCE.md §2.2)."""
+"""Age bins of SFCN: Gaussian soft labels, the loss, and the expected age (docs/science.md §2.2)."""
 
 from __future__ import annotations
 

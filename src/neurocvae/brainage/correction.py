@@ -1,4 +1,4 @@
-"""Linear bias correction of predicted age (SCIENCE.md §3), fitted on held-out healthy controls.
+"""Linear bias correction of predicted age (docs/science.md §3), fitted on held-out controls.
 
 Two published forms, both from an ordinary least-squares line on the calibration controls:
 

@@ -1,4 +1,4 @@
-"""`BrainAgeModule`: SFCN trained on Gaussian soft age labels with a KL loss (SCIENCE.md §2.2)."""
+"""`BrainAgeModule`: SFCN trained on Gaussian soft age labels, KL loss (docs/science.md §2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SFCN (Peng et al. 2021, SCIENCE.md §2), with the loader for the published weight files.
+"""SFCN (Peng et al. 2021, docs/science.md §2), with the loader for the published weight files.
 
 Module names and Sequential indices follow the published model, so its state dict loads as is.
 The classifier's average pool is adaptive: identical to the published AvgPool3d([5, 6, 5]) at

@@ -1,4 +1,4 @@
-"""The total-correlation discriminator (FactorVAE-style, SCIENCE.md §4.2, §6.4).
+"""The total-correlation discriminator (FactorVAE-style, docs/science.md §4.2).
 
 D tells joint codes v = [z ‖ s] of one batch from a sample of the product of the block marginals
 v̄ (the salient block re-paired with other subjects' shared block). The encoders minimise

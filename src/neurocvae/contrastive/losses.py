@@ -1,4 +1,4 @@
-"""Loss terms of the contrastive models, as pure functions (SCIENCE.md §4.2, §6.3, §6.4).
+"""Loss terms of the contrastive models, as pure functions (docs/science.md §4.2, §6.3).
 
 Per-sample terms return [B]; the module averages them over the batch.
 

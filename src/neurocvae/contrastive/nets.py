@@ -5,7 +5,7 @@ Each encoder level is Conv3d k3 s2 p1 (+ norm, activation), mapping an axis of n
 n_in − 2·n_out + 1 ∈ {0, 1} that restores each axis exactly. Dense sizes come from the input shape.
 
 Named architectures (conf/arch/):
-- `original_asd`: the original project's "asd" nets (SCIENCE.md §4): channels 32-64-128-256,
+- `original_asd`: the original project's "asd" nets (docs/science.md §4.3): channels 32-64-128-256,
   BatchNorm, a dense 128 layer on the flattened features (307,200 at 160×192×160: 39.3 M
   weights per encoder).
 - `efficient`: five levels, GroupNorm, and a 1×1×1 convolution that shrinks the
@@ -184,7 +184,7 @@ class Decoder(nn.Module):
     """[B, latent_dim] → [B, 1, X, Y, Z], the mirror of `Encoder` (same `channels`, encoder order).
 
     `output_norm=True` puts the original's BatchNorm3d(1) before the output activation (a defect,
-    SCIENCE.md §5 #9: kept only to reproduce the original); `output` is `sigmoid` or `none`.
+    docs/science.md §5 #9: kept only to reproduce the original); `output` is `sigmoid` or `none`.
     """
 
     def __init__(self, *, output_shape: Sequence[int], latent_dim: int,

@@ -1,4 +1,4 @@
-"""Weight schedules for β and γ, counted in training batches (SCIENCE.md §4.3, §6.4).
+"""Weight schedules for β and γ, counted in training batches (docs/science.md §4.3).
 
 A schedule maps `(batch, batches_per_epoch, total_batches)` to a weight. The module passes its
 own batch counter (saved in checkpoints), so a resumed run continues where it stopped;

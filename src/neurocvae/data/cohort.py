@@ -16,7 +16,7 @@ import pandas as pd
 
 from neurocvae.errors import InputError
 
-# Diagnostic groups and their integer labels (SCIENCE.md §1.1): dual carries both diseases.
+# Diagnostic groups and their integer labels (docs/science.md §1.1): dual carries both diseases.
 GROUPS: dict[str, int] = {"HC": 0, "MDD": 1, "diabetes": 2, "dual": 3}
 HEALTHY = "HC"
 SEXES = ("F", "M")

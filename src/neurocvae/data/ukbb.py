@@ -1,6 +1,6 @@
 """UK Biobank adapter: a phenotype table plus the imaging tree → a neurocvae manifest.
 
-Group rule (SCIENCE.md §1.1), imaging visit (instance 2):
+Group rule (docs/science.md §1.1), imaging visit (instance 2):
 
 | group    | depression status 20126-0.0 | diabetes age at diagnosis 2976-2.0 |
 |----------|-----------------------------|------------------------------------|

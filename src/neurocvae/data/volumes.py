@@ -225,7 +225,7 @@ class DivideByMeand(MapTransform):
 @dataclass(frozen=True)
 class MinMax:
     """The original cVAE's global scaling x' = (x − lo) / (hi − lo), clipped to [0, 1] so that a
-    sigmoid decoder can reach every target (the original left it unclipped: SCIENCE.md §5, #8).
+    sigmoid decoder can reach every target (the original left it unclipped: docs/science.md §5, #8).
     `clip=False` reproduces the original."""
 
     lo: float

@@ -1,5 +1,5 @@
 """What a trained model's decoder says about a split: variance explained, salient maps, and
-the healthy counterfactual D([z, 0]) against planted healthy twins (SCIENCE.md §7).
+the healthy counterfactual D([z, 0]) against planted healthy twins (docs/science.md §7).
 
 One streaming pass over the split, so memory does not grow with the number of scans: volumes
 are float32 [X, Y, Z] in the model's input space.

@@ -1,4 +1,4 @@
-"""Metrics of a latent space against known groups and ground-truth factors (SCIENCE.md §7).
+"""Metrics of a latent space against known groups and ground-truth factors (docs/science.md §7).
 
 Pure functions of arrays: codes are float [n, d], labels any hashable [n], values float [n].
 Every function returns nan (not an error) when the data cannot answer (one group, too few
@@ -27,7 +27,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 NAN = float("nan")
-KMEANS_SEED = 123  # contrastiveVI's evaluation seed (SCIENCE.md §6.3)
+KMEANS_SEED = 123  # contrastiveVI's evaluation seed (docs/science.md §6)
 
 
 def _groups(labels: np.ndarray) -> int:

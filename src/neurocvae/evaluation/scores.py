@@ -1,4 +1,4 @@
-"""Every latent-space metric of a run, from its latents tables (SCIENCE.md §7).
+"""Every latent-space metric of a run, from its latents tables (docs/science.md §7).
 
 A latents table has one row per scan: subject_id, group, role ("target"/"background"), the
 ground-truth columns that are known (age, site, sex; for synthetic cohorts also delta, u_warp,

@@ -50,9 +50,9 @@ def mean_sd(results: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def cross_seed_stability(latents: list[pd.DataFrame], space: str) -> float:
     """Mean pairwise Kendall τ between the seeds' distance matrices of the test targets' codes
-    in `space` (SCIENCE.md §7), on each seed's active dimensions (variance over the test targets
-    > ACTIVE_VARIANCE): 1 when every seed arranges the patients alike; nan with fewer than two
-    seeds whose space has an active dimension."""
+    in `space` (docs/science.md §7), on each seed's active dimensions (variance over the test
+    targets > ACTIVE_VARIANCE): 1 when every seed arranges the patients alike; nan with fewer
+    than two seeds whose space has an active dimension."""
     matrices = []
     for table in latents:
         targets = table[table["role"] == "target"].sort_values("subject_id")

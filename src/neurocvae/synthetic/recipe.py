@@ -1,4 +1,4 @@
-"""The synthetic-cohort recipe (SCIENCE.md §8.4): typed, validated before any file is written."""
+"""The synthetic-cohort recipe (docs/science.md §8): typed, validated before any file is written."""
 
 from __future__ import annotations
 

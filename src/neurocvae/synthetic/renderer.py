@@ -1,4 +1,4 @@
-"""Planted-ground-truth synthetic cohort built from the MNI152 template (SCIENCE.md §8).
+"""Planted-ground-truth synthetic cohort built from the MNI152 template (docs/science.md §8).
 
 Every subject carries the shared factors (age-driven ventricle enlargement and grey-matter loss,
 head size, a shared local warp, a site with bias field, intensity scale and noise); patients add

@@ -258,7 +258,7 @@ def _concentration_table(differences: dict[str, np.ndarray], truth: dict[str, di
 
 
 def _disease_fraction(moments: np.ndarray, n: int, brain: np.ndarray | None) -> float:
-    """f = Σ_v Var_i[x_i − x_i^h] / Σ_v Var_i[x_i] over brain voxels (SCIENCE.md §8.4)."""
+    """f = Σ_v Var_i[x_i − x_i^h] / Σ_v Var_i[x_i] over brain voxels (docs/science.md §8)."""
     sum_d, sum_d2, sum_x, sum_x2 = moments
     var_d = sum_d2 / n - (sum_d / n) ** 2
     var_x = sum_x2 / n - (sum_x / n) ** 2

@@ -1,4 +1,4 @@
-"""Fast analytic pull-back warps (SCIENCE.md §8.3): displacements summed, resampled once."""
+"""Fast analytic pull-back warps (docs/science.md §8): displacements summed, resampled once."""
 
 from __future__ import annotations
 
