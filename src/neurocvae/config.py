@@ -55,3 +55,16 @@ def run_id() -> str:
 # `${neurocvae.run_id:}` in the configs. Cached: resolved once per composed configuration, and
 # Hydra's launchers copy the cache into each job, so a sweep's jobs share the sweep's id.
 OmegaConf.register_new_resolver("neurocvae.run_id", run_id, use_cache=True, replace=True)
+
+
+def group_options(*groups: str) -> str:
+    """One line per config group, `group: option, option, …`, for a command's `--help`."""
+    lines = []
+    for group in groups:
+        names = sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+        lines.append(f"{group}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+# `${neurocvae.groups:net,optim}` in a command's help template: only the groups it uses.
+OmegaConf.register_new_resolver("neurocvae.groups", group_options, replace=True)

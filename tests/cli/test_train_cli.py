@@ -2,6 +2,7 @@
 command resumes, refuses bad settings, and runs installed, with multirun."""
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from neurocvae.cli.train import train
 from neurocvae.config import config_dir
@@ -179,3 +181,28 @@ def test_the_training_stage_is_a_function_of_its_config(sets, tmp_path):
     assert not fitted.module.training and fitted.out_dir == tmp_path
     codes = encode_split(fitted.module, fitted.datamodule, "val")
     assert len(codes) == 4 and not (tmp_path / "separation.json").exists()
+
+
+@pytest.mark.parametrize("debug", ["fast_dev_run", "limit", "overfit", "profiler"])
+def test_every_debug_config_trains(sets, tmp_path, debug):
+    summary = run(sets, tmp_path, f"debug={debug}", "trainer.max_epochs=2")
+    assert summary["spaces"]["val"]["n"] == 4
+    if debug != "fast_dev_run":  # which writes no checkpoint and no log, by design
+        assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+        assert summary["monitor"] == "val/rec" and math.isfinite(summary["best_score"])
+
+
+@pytest.mark.slow
+def test_an_optuna_search_of_three_trials_writes_its_best_settings(sets, tmp_path):
+    sweep = tmp_path / "search"
+    result = subprocess.run(
+        [TRAIN_COMMAND, "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+         *overrides(sets, None), f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert set(best.best_params) == {"optimizer.lr", "initialise.contrast",
+                                     "model.background_salient_weight"}
+    scores = [json.loads((sweep / str(k) / "separation.json").read_text())["best_score"]
+              for k in range(3)]
+    assert best.best_value == pytest.approx(min(scores))

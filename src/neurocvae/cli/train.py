@@ -14,9 +14,11 @@ train = reports_input_errors(fit_and_check)  # InputError → one line on stderr
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the best validation score (`early_stopping.monitor`, lower is better): what a
+    hyperparameter search (`hparams_search=optuna`) minimises."""
     OmegaConf.resolve(cfg)
-    train(cfg)
+    return train(cfg).get("best_score")
 
 
 if __name__ == "__main__":

@@ -103,12 +103,15 @@ def is_multirun() -> bool:
 
 @dataclass
 class Fitted:
-    """A finished fit: the best model (eval mode), its data, checkpoint and run folder."""
+    """A finished fit: the best model (eval mode), its data, checkpoint and run folder, and the
+    best value of the monitored validation metric (`early_stopping.monitor`)."""
 
     module: ContrastiveModule
     datamodule: ContrastiveDataModule
     checkpoint: str | None
     out_dir: Path
+    monitor: str
+    best_score: float | None
 
 
 def fit(cfg: DictConfig) -> Fitted | None:
@@ -147,9 +150,12 @@ def fit(cfg: DictConfig) -> Fitted | None:
             raise Stopped(stopper.exit_status) from None
     if not trainer.is_global_zero:  # the other DDP ranks are done
         return None
-    best = next(c for c in chosen if isinstance(c, ModelCheckpoint)).best_model_path or None
+    best_checkpoint = next(c for c in chosen if isinstance(c, ModelCheckpoint))
+    best = best_checkpoint.best_model_path or None
+    score = best_checkpoint.best_model_score
     module = load_module(best) if best else module.eval()
     if not module.stochastic:
         fit_densities(module, datamodule, out_dir / "density", seed=cfg.seed)
     log.info("run folder: %s", out_dir)
-    return Fitted(module, datamodule, best, out_dir)
+    return Fitted(module, datamodule, best, out_dir, cfg.early_stopping.monitor,
+                  float(score) if score is not None else None)

@@ -67,7 +67,9 @@ class VolumeDataset(Dataset):
 
 
 class ContrastiveDataset(Dataset):
-    """Indexed by `(background i, target j, seed)`: `{"target": …, "background": …}`."""
+    """Indexed by `(background i, target j, seed)`: `{"target": …, "background": …}`. A plain
+    index i (Lightning's sequential sampler when it overfits a few batches) pairs background i
+    with target i mod n_targets, seed 0."""
 
     def __init__(self, target: VolumeDataset, background: VolumeDataset) -> None:
         self.target, self.background = target, background
@@ -75,8 +77,8 @@ class ContrastiveDataset(Dataset):
     def __len__(self) -> int:
         return len(self.background)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> dict:
-        i, j, seed = key
+    def __getitem__(self, key: tuple[int, int, int] | int) -> dict:
+        i, j, seed = key if isinstance(key, tuple) else (key, key % len(self.target), 0)
         return {"background": self.background[i, seed],
                 "target": self.target[j, (seed + 1) % MAX_SEED]}
 

@@ -17,9 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def quick_check(fitted: Fitted) -> dict[str, Any]:
-    """Write and return `separation.json`: the checkpoint, and per split the silhouette and
-    k-means ARI of the true groups among the targets' codes in each space."""
-    summary: dict[str, Any] = {"checkpoint": fitted.checkpoint, "spaces": {}}
+    """Write and return `separation.json`: the checkpoint and its monitored validation score,
+    and per split the silhouette and k-means ARI of the true groups among the targets' codes
+    in each space."""
+    summary: dict[str, Any] = {"checkpoint": fitted.checkpoint, "monitor": fitted.monitor,
+                               "best_score": fitted.best_score, "spaces": {}}
     for split in ("train", "val"):
         codes = encode_split(fitted.module, fitted.datamodule, split, role="target")
         summary["spaces"][split] = separation(codes)
