@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -94,27 +95,30 @@ def load_cohort(cohort_dir: Path) -> tuple[pd.DataFrame, dict]:
     return table, recipe
 
 
-def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write `report.md`, its figures and difference maps for a cohort folder; return its path."""
-    cohort_dir = Path(cohort_dir)
-    out_dir = Path(out_dir) if out_dir else cohort_dir / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table, recipe = load_cohort(cohort_dir)
-    groups = [g for g in GROUPS if g in set(table["group"])]
-    diseases = [g for g in groups if g != HEALTHY and HEALTHY in groups]
+@dataclass
+class CohortStatistics:
+    """What one read of every volume gathers: per-group voxel sums, each disease group's
+    age-matched difference map, the example slices, the moments of (patient − twin) and of the
+    patients (Σd, Σd², Σx, Σx²) and each subject's ventricle volume (ml)."""
 
-    first = nib.load(cohort_dir / table["path"].iloc[0])
-    shape, affine = first.shape, first.affine
+    sums: dict[str, np.ndarray]
+    differences: dict[str, np.ndarray]
+    example_slices: dict[int, np.ndarray]
+    moments: np.ndarray
+    ventricles: np.ndarray
+
+
+def read_statistics(cohort_dir: Path, table: pd.DataFrame, groups: list[str],
+                    diseases: list[str], examples: list[int], affine: np.ndarray,
+                    shape: tuple[int, ...], ventricle_centres: list) -> CohortStatistics:
+    """Read every volume (and twin) of `table` once, two at a time, and gather the statistics."""
     weights = {g: difference_weights(table, g) for g in diseases}
-    sums = {g: np.zeros(shape, np.float64) for g in groups}
-    differences = {g: np.zeros(shape, np.float64) for g in diseases}
-    examples = _example_rows(table, groups)
-    example_slices: dict[int, np.ndarray] = {}
+    stats = CohortStatistics(sums={g: np.zeros(shape, np.float64) for g in groups},
+                             differences={g: np.zeros(shape, np.float64) for g in diseases},
+                             example_slices={}, moments=np.zeros((4, *shape)),
+                             ventricles=np.zeros(len(table)))
     has_twin = table.get("twin_path", pd.Series("", index=table.index)).astype(str) != ""
-    moments = np.zeros((4, *shape))  # Σd, Σd², Σx, Σx² over patients with twins
-    ventricles = np.zeros(len(table))
-    region = ventricle_region(shape, affine,
-                              recipe.get("ventricle_centres_mm", VENTRICLE_CENTRES_MM))
+    region = ventricle_region(shape, affine, ventricle_centres)
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
 
     def load(i: int) -> tuple[int, np.ndarray, np.ndarray | None]:
@@ -128,21 +132,64 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
 
     with ThreadPoolExecutor(2) as pool, progress("reading volumes", len(table)) as advance:
         for i, volume, twin in pool.map(load, range(len(table))):
-            group = table["group"].iloc[i]
-            sums[group] += volume
+            stats.sums[table["group"].iloc[i]] += volume
             for g in diseases:
                 if weights[g][i]:
-                    differences[g] += weights[g][i] * volume
+                    stats.differences[g] += weights[g][i] * volume
             if i in examples:
-                example_slices[i] = volume[:, :, shape[2] // 2]
+                stats.example_slices[i] = volume[:, :, shape[2] // 2]
             if twin is not None:
                 d = volume - twin
-                moments += np.stack([d, d * d, volume, volume * volume])
-            ventricles[i] = ventricle_volume_ml(volume, region, voxel_ml)
+                stats.moments += np.stack([d, d * d, volume, volume * volume])
+            stats.ventricles[i] = ventricle_volume_ml(volume, region, voxel_ml)
             advance()
+    return stats
 
-    means = {g: sums[g] / (table["group"] == g).sum() for g in groups}
-    for g, diff in differences.items():
+
+def _difference_section(differences: dict[str, np.ndarray], hc_mean: np.ndarray,
+                        truth: dict, recipe: dict, brain: np.ndarray | None,
+                        affine: np.ndarray, out_dir: Path) -> list[str]:
+    """The report's section on where each disease group differs from healthy controls (maps
+    written as PNG beside it)."""
+    lines = ["## Where each disease group differs from healthy controls", "",
+             f"Each patient is compared with its {MATCHED_CONTROLS} nearest-age healthy "
+             "controls of the same sex; the map is the mean over patients of (patient − "
+             "mean of its controls), drawn over the HC mean where |difference| is at least "
+             f"{OVERLAY_FLOOR:.0%} of its maximum. Blue: lower intensity in patients "
+             "(tissue loss). "
+             + ("Circles mark the planted regions (radius 2σ) of the group's patterns. "
+                if truth else "")
+             + ("Groups with a planted age acceleration also show it as faint diffuse loss "
+                "(cortical rim, around the ventricles). " if recipe.get("age_acceleration")
+                else "")
+             + "Maps in NIfTI: `difference_<group>.nii.gz`.", ""]
+    for g, difference in differences.items():
+        _plot_difference(difference, hc_mean, g, truth, affine, out_dir / f"difference_{g}.png")
+        lines += [f"![{g} − HC](difference_{g}.png)", ""]
+    if truth:
+        lines += ["### Concentration in the planted regions", "",
+                  "Mean |difference| inside each planted region (within 2σ of its centre) "
+                  "over the mean |difference| in the rest of the brain (outside every "
+                  "pattern's support). A group carries a pattern when its ratio is high.", "",
+                  _concentration_table(differences, truth, brain), ""]
+    return lines
+
+
+def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write `report.md`, its figures and difference maps for a cohort folder; return its path."""
+    cohort_dir = Path(cohort_dir)
+    out_dir = Path(out_dir) if out_dir else cohort_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table, recipe = load_cohort(cohort_dir)
+    groups = [g for g in GROUPS if g in set(table["group"])]
+    diseases = [g for g in groups if g != HEALTHY and HEALTHY in groups]
+    first = nib.load(cohort_dir / table["path"].iloc[0])
+    shape, affine = first.shape, first.affine
+    examples = _example_rows(table, groups)
+    stats = read_statistics(cohort_dir, table, groups, diseases, examples, affine, shape,
+                            recipe.get("ventricle_centres_mm", VENTRICLE_CENTRES_MM))
+    means = {g: stats.sums[g] / (table["group"] == g).sum() for g in groups}
+    for g, diff in stats.differences.items():
         nib.save(nib.Nifti1Image(diff.astype(np.float32), affine),
                  out_dir / f"difference_{g}.nii.gz")
     truth = _truth_maps(cohort_dir, recipe)
@@ -155,45 +202,25 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
         lines += [f"Synthetic cohort, seed {recipe['seed']}, grid `{grid['name']}` "
                   f"({grid['voxel_size']:g} mm, {'×'.join(map(str, grid['shape']))}).", ""]
     lines += ["## Groups", "", _group_table(table, groups), ""]
-    _plot_montage(table, groups, examples, example_slices, means, out_dir / "montage.png")
+    _plot_montage(table, groups, examples, stats.example_slices, means, out_dir / "montage.png")
     lines += ["## Scans", "",
               f"Axial mid-slice (z = {shape[2] // 2}) of {N_EXAMPLES} subjects per group, youngest "
               "to oldest, and the group mean (right). R is on the right.", "",
               "![montage](montage.png)", ""]
     if diseases:
-        lines += ["## Where each disease group differs from healthy controls", "",
-                  f"Each patient is compared with its {MATCHED_CONTROLS} nearest-age healthy "
-                  "controls of the same sex; the map is the mean over patients of (patient − "
-                  "mean of its controls), drawn over the HC mean where |difference| is at least "
-                  f"{OVERLAY_FLOOR:.0%} of its maximum. Blue: lower intensity in patients "
-                  "(tissue loss). "
-                  + ("Circles mark the planted regions (radius 2σ) of the group's patterns. "
-                     if truth else "")
-                  + ("Groups with a planted age acceleration also show it as faint diffuse loss "
-                     "(cortical rim, around the ventricles). " if recipe.get("age_acceleration")
-                     else "")
-                  + "Maps in NIfTI: `difference_<group>.nii.gz`.", ""]
-        for g in diseases:
-            _plot_difference(differences[g], means[HEALTHY], g, truth, affine,
-                             out_dir / f"difference_{g}.png")
-            lines += [f"![{g} − HC](difference_{g}.png)", ""]
-        if truth:
-            lines += ["### Concentration in the planted regions", "",
-                      "Mean |difference| inside each planted region (within 2σ of its centre) "
-                      "over the mean |difference| in the rest of the brain (outside every "
-                      "pattern's support). A group carries a pattern when its ratio is high.", "",
-                      _concentration_table(differences, truth, brain), ""]
-    if has_twin.any():
-        f = _disease_fraction(moments, int(has_twin.sum()), brain)
+        lines += _difference_section(stats.differences, means[HEALTHY], truth, recipe, brain,
+                                     affine, out_dir)
+    twins = int((table.get("twin_path", pd.Series("", index=table.index)).astype(str) != "").sum())
+    if twins:
+        f = _disease_fraction(stats.moments, twins, brain)
         lines += ["## Disease strength", "",
                   f"Fraction of the patients' within-brain voxel variance due to the planted "
-                  f"patterns (x − healthy twin): **f = {f:.2%}** over {int(has_twin.sum())} "
-                  "patients.", ""]
-    _plot_ventricles(table, groups, ventricles, out_dir / "ventricles.png")
+                  f"patterns (x − healthy twin): **f = {f:.2%}** over {twins} patients.", ""]
+    _plot_ventricles(table, groups, stats.ventricles, out_dir / "ventricles.png")
     lines += ["## Ageing", "",
               f"Ventricle volume (CSF-dark voxels within {VENTRICLE_RADIUS_MM:g} mm of the lateral "
               f"ventricles) against age; Spearman ρ in {HEALTHY} = "
-              f"{_spearman(table, ventricles):.2f}.", "", "![ventricles](ventricles.png)", ""]
+              f"{_spearman(table, stats.ventricles):.2f}.", "", "![ventricles](ventricles.png)", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
