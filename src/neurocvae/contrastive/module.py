@@ -90,18 +90,30 @@ def rows_of(tensor: torch.Tensor | None, part: slice) -> torch.Tensor | None:
 
 
 class ContrastiveModule(pl.LightningModule):
-    """The contrastive model. `discriminator=None` drops the TC term (γ must then be 0).
+    """The contrastive model (docs/science.md §4): encoders and decoder trained on batches of
+    targets and backgrounds, with an optional total-correlation discriminator.
 
-    Arguments (conf/train.yaml documents each): `nets` the encoders and decoder; `beta`,
-    `gamma` schedules over training batches; `optimizer`, `discriminator_optimizer` factories
-    taking parameters; `alpha` and `reconstruction` ("fixed" · "calibrated") the
-    reconstruction weight; `product` how the discriminator's product sample is drawn;
-    `background_salient` (+ `_weight`) the penalty on the backgrounds' salient codes;
-    `shared_mmd_weight` MMD(z_bg, z_tg); `background_weight` the backgrounds' reconstruction
-    weight; `decoder_reg` (+ `_weight`) the RAE's decoder regulariser; `gradient_clip` a
-    maximum gradient norm (None: none); `seed` of the per-batch random draws. `config` is the
-    composed run configuration, stored in checkpoints so that
-    `neurocvae.contrastive.build.load_module` can rebuild the model from a checkpoint alone.
+    Args:
+        nets: the shared and salient encoders and the decoder (`ContrastiveNets`).
+        discriminator: the TC discriminator on [z ‖ s]; None drops the TC term (γ must be 0).
+        beta, gamma: schedules of the prior's and the TC term's weights over training batches.
+        optimizer, discriminator_optimizer: factories taking parameters (Hydra `_partial_`).
+        alpha: the reconstruction weight, α × the mean squared voxel error per scan, with
+            `reconstruction="fixed"`; "calibrated" sets α = N_vox/(2σ²) from the batch's error.
+        product: how the discriminator's product-of-marginals sample is drawn ("permute" the
+            salient codes across targets, the original's "half_swap", or "per_dim").
+        background_salient, background_salient_weight: the penalty pulling the backgrounds'
+            salient codes to 0 ("none", "l2", "mmd", "w2") and its weight.
+        shared_mmd_weight: weight of MMD(z_bg, z_tg), targets' and backgrounds' shared codes.
+        background_weight: weight of the backgrounds' reconstruction against the targets'.
+        decoder_reg, decoder_reg_weight: the RAE's decoder regulariser ("none", "l2", "gp")
+            and its weight.
+        gradient_clip: the largest gradient norm of the model step (None: no clipping).
+        watch_patience: epochs of a discriminator at chance or saturated before a warning.
+        channels_last: run the nets in the channels-last 3-D layout.
+        seed: of the per-batch random draws (the same whenever the run reaches a batch).
+        config: the composed run configuration, stored in checkpoints so that
+            `neurocvae.contrastive.load_module` can rebuild the model from a checkpoint alone.
     """
 
     def __init__(self, *, nets: ContrastiveNets, discriminator: TCDiscriminator | None,
