@@ -98,9 +98,7 @@ class VolumeCache:
         """Delete the entry unless another `VolumeCache` (in any process) holds it."""
         self.release()
         with open(self.folder / "index.csv", "rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(handle.fileno()):
                 return False
             shutil.rmtree(self.folder)
         return True
@@ -428,12 +426,9 @@ def describe(cache_dir: Path) -> pd.DataFrame:
 
 
 def _unused(folder: Path) -> bool:
+    """Whether no `VolumeCache` (in any process) holds the entry in `folder`."""
     with open(folder / "index.csv", "rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-    return True
+        return _try_lock(handle.fileno())
 
 
 def prune(cache_dir: Path, *, unused_days: float | None = None) -> list[Path]:
@@ -441,6 +436,7 @@ def prune(cache_dir: Path, *, unused_days: float | None = None) -> list[Path]:
     same settings, entries not used for `unused_days` (None: keep them), and `.partial`
     folders no build is writing. Returns the folders removed."""
     removed = []
+    cutoff = time.time() - unused_days * 86400 if unused_days is not None else None
     prefixes = {path.name.split("-")[0].split(".")[0] for path in cache_dir.iterdir()}
     for prefix in sorted(prefixes):
         with _locked(cache_dir / f"{prefix}.lock"):  # no build of these settings runs meanwhile
@@ -448,7 +444,6 @@ def prune(cache_dir: Path, *, unused_days: float | None = None) -> list[Path]:
                 shutil.rmtree(partial)
                 removed.append(partial)
             held = entries(cache_dir, prefix)
-            cutoff = time.time() - unused_days * 86400 if unused_days is not None else None
             for entry in held:
                 superseded = any(other is not entry and other.covers(entry.sources)
                                  and other.folder.exists() for other in held)

@@ -182,8 +182,9 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not data.any():
         raise VolumeError(path, "all voxels are zero")
     affine = np.asarray(image.affine, dtype=float)
-    if affine_problem(affine):
-        raise VolumeError(path, affine_problem(affine))
+    problem = affine_problem(affine)
+    if problem:
+        raise VolumeError(path, problem)
     return data, affine
 
 
