@@ -9,13 +9,15 @@ from neurocvae.errors import InputError
 
 
 def require_number(name: str, value: Any, *, above: float | None = None,
-                   at_least: float | None = None) -> None:
-    """Refuse a setting that is not a finite number `> above` (or `≥ at_least`)."""
+                   at_least: float | None = None, meaning: str = "") -> None:
+    """Refuse a setting that is not a finite number `> above` (or `≥ at_least`); `meaning`,
+    when given, says in the message what the setting is."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if (not number or not math.isfinite(value) or (above is not None and value <= above)
             or (at_least is not None and value < at_least)):
         bound = f"> {above:g}" if above is not None else f"≥ {at_least:g}"
-        raise InputError(f"{name}={value}: expected a finite number {bound}")
+        raise InputError(f"{name}={value}: expected a finite number {bound}"
+                         + (f" ({meaning})" if meaning else ""))
 
 
 def check_trainer(trainer: Any) -> None:

@@ -11,7 +11,6 @@ ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` i
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +74,8 @@ def check_settings(cfg: DictConfig) -> None:
     if cfg.model.get("reconstruction", "fixed") not in RECONSTRUCTIONS:
         raise InputError(f"model.reconstruction={cfg.model.reconstruction}: expected one of "
                          f"{RECONSTRUCTIONS}")
-    contrast = cfg.get("initialise", {}).get("contrast", 1.0)
-    if not (isinstance(contrast, (int, float)) and math.isfinite(contrast) and contrast > 0):
-        raise InputError(f"initialise.contrast={contrast}: expected a finite number > 0 "
-                         "(contrastive PCA's weight of the backgrounds' covariance)")
+    require_number("initialise.contrast", cfg.get("initialise", {}).get("contrast", 1.0),
+                   above=0, meaning="contrastive PCA's weight of the backgrounds' covariance")
     if "val" not in cfg.data.split_fractions:
         raise InputError(f"data.split_fractions {dict(cfg.data.split_fractions)} needs a 'val' "
                          f"split: early stopping and the best checkpoint watch "
