@@ -18,10 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+VOLUMES, TWINS, TRUTH = "volumes", "twins", "truth"  # the subfolders
+
 
 @dataclass(frozen=True)
 class CohortFolder:
     root: Path
+
+    def make_folders(self) -> None:
+        """Create the root and its subfolders (a new, empty cohort)."""
+        for sub in (VOLUMES, TWINS, TRUTH):
+            (self.root / sub).mkdir(parents=True)
 
     @classmethod
     def of_volume(cls, path: str | Path) -> CohortFolder:
@@ -42,7 +49,7 @@ class CohortFolder:
 
     @property
     def truth(self) -> Path:
-        return self.root / "truth"
+        return self.root / TRUTH
 
     @property
     def brain_mask(self) -> Path:
@@ -54,12 +61,12 @@ class CohortFolder:
     @staticmethod
     def volume_path(subject_id: str) -> str:
         """A scan's path relative to the root."""
-        return f"volumes/{subject_id}.nii.gz"
+        return f"{VOLUMES}/{subject_id}.nii.gz"
 
     @staticmethod
     def twin_path(twin_id: str) -> str:
         """A twin's path relative to the root."""
-        return f"twins/{twin_id}.nii.gz"
+        return f"{TWINS}/{twin_id}.nii.gz"
 
     def is_cohort(self) -> bool:
         """Whether the folder holds a complete rendered cohort (its recipe and manifest)."""

@@ -234,8 +234,7 @@ def generate_cohort(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = Fa
     staging = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staged = CohortFolder(staging)
-    for sub in ("volumes", "twins", "truth"):
-        (staging / sub).mkdir(parents=True)
+    staged.make_folders()
     workers = min(workers or available_cores(), len(table))
     rows = [row for _, row in table.iterrows()]
     renderer = Renderer(recipe)
