@@ -40,8 +40,8 @@ def test_the_former_names_of_the_original_configs_still_compose_the_same(old, ne
 
 COMMAND_GROUPS = {  # command config → the groups it composes, as its --help lists them
     "brainage": ["paths", "data", "net", "optim", "trainer"],
-    "train": ["paths", "data", "arch", "latent", "beta", "gamma", "trainer", "logger", "experiment",
-              "sweep", "hparams_search", "debug"],
+    "train": ["paths", "data", "arch", "latent", "beta", "gamma", "trainer", "callbacks", "logger",
+              "experiment", "sweep", "hparams_search", "debug"],
     "synth": ["grid"],
     "benchmark": ["paths", "preset"],
 }

@@ -3,6 +3,7 @@ they use."""
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,18 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
+
+# Settings that moved, per command config: old key → new key. An override that names the old key
+# is applied to the new one, with a warning, so that existing scripts keep working.
+MOVED_SETTINGS = {
+    "train": {
+        "early_stopping.monitor": "monitor",
+        "early_stopping.patience": "callbacks.early_stopping.patience",
+        **{f"logger.{key}": f"logger.wandb.{key}"
+           for key in ("project", "entity", "group", "tags", "mode", "log_images")},
+    },
+}
 
 
 def config_dir() -> Path:
@@ -29,13 +42,30 @@ def config_dir() -> Path:
     )
 
 
+def with_moved_settings(name: str, overrides: list[str]) -> list[str]:
+    """`overrides` of `conf/<name>.yaml` with every key of `MOVED_SETTINGS` renamed to its new
+    key (`+`, `++` and `~` prefixes kept)."""
+    moved = MOVED_SETTINGS.get(name, {})
+    renamed = []
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        prefix = key[:len(key) - len(key.lstrip("+~"))]
+        new = moved.get(key[len(prefix):])
+        if new:
+            log.warning("%s has moved to %s: please use the new name", key[len(prefix):], new)
+            override = f"{prefix}{new}{equals}{value}"
+        renamed.append(override)
+    return renamed
+
+
 def compose_config(name: str, overrides: list[str] | None = None) -> DictConfig:
     """`conf/<name>.yaml` composed with `overrides`, as the command would compose it (inside a
     running Hydra app, or from plain Python such as a notebook)."""
+    overrides = with_moved_settings(name, list(overrides or []))
     if GlobalHydra.instance().is_initialized():
-        return compose(name, overrides=overrides or [])
+        return compose(name, overrides=overrides)
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose(name, overrides=overrides or [])
+        return compose(name, overrides=overrides)
 
 
 def slurm_job_id() -> str | None:

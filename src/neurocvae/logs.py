@@ -1,5 +1,6 @@
-"""The loggers of a training run: the CSV log (always written), which a resumed run continues
-where its checkpoint left off, and W&B (`logger=wandb`), whose run a resumed run continues."""
+"""The loggers of a training run (conf/logger/): the CSV log, always written, which a resumed run
+continues where its checkpoint left off; W&B (`logger=wandb`), whose run a resumed run
+continues; TensorBoard (`logger=tensorboard`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -70,14 +71,34 @@ class RewindLogsOnResume(pl.Callback):
 
 WANDB_ID_FILE = "wandb_id"
 WANDB_MODES = ("offline", "online", "disabled")
+LOGGERS = ("csv", "wandb", "tensorboard")
+
+
+def check_loggers(settings: Mapping[str, Any] | None) -> None:
+    """Refuse an unknown logger, a W&B mode W&B does not have, and TensorBoard without its
+    package, before any work is done."""
+    settings = settings or {}
+    unknown = sorted(set(settings) - set(LOGGERS))
+    if unknown:
+        raise InputError(f"logger.{unknown[0]}: unknown logger; expected some of {LOGGERS} "
+                         "(e.g. logger=[wandb,tensorboard])")
+    if settings.get("wandb") and settings["wandb"].get("mode") not in WANDB_MODES:
+        raise InputError(f"logger.wandb.mode={settings['wandb'].get('mode')}: expected one of "
+                         f"{WANDB_MODES}")
+    if settings.get("tensorboard") is not None:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise InputError("logger=tensorboard needs the tensorboard package: "
+                             'pip install "neurocvae[tensorboard]"') from None
 
 
 def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
                  group: str | None = None, config: Mapping[str, Any] | None = None
                  ) -> WandbLogger:
-    """A W&B run in `<out_dir>/wandb` (`settings`: conf/logger/wandb.yaml). Its id is read from
-    `<out_dir>/wandb_id`, or made and written there (rank 0), so a resumed run logs into the
-    same W&B run."""
+    """A W&B run in `<out_dir>/wandb` (`settings`: `wandb` in conf/logger/wandb.yaml). Its id
+    is read from `<out_dir>/wandb_id`, or made and written there (rank 0), so a resumed run
+    logs into the same W&B run."""
     id_file = out_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if id_file.is_file() else ""
     if not run_id:
@@ -94,14 +115,18 @@ def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
 @contextmanager
 def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
                 ) -> Iterator[tuple[list[Logger], list[pl.Callback]]]:
-    """The loggers of a `neurocvae-train` run and the callbacks they need: the CSV log, and with
-    `logger=wandb` the W&B run, started here on rank 0 so that a bad setting fails before
-    training, and finished on the way out (a later run in the same process, such as the next
-    job of a multirun, then starts its own)."""
+    """The loggers of a `neurocvae-train` run and the callbacks they need: the CSV log; with
+    `logger=tensorboard` TensorBoard's; with `logger=wandb` the W&B run, started here on rank 0
+    so that a bad setting fails before training, and finished on the way out (a later run in
+    the same process, such as the next job of a multirun, then starts its own)."""
     csv = ResumableCSVLogger(out_dir)
     loggers: list[Logger] = [csv]
     callbacks: list[pl.Callback] = [RewindLogsOnResume(csv)]
-    settings, w = cfg.get("logger"), None
+    chosen = cfg.get("logger") or {}
+    if chosen.get("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(out_dir, version="", default_hp_metric=False,
+                                         **chosen.tensorboard))
+    settings, w = chosen.get("wandb"), None
     if settings:
         import wandb
 
@@ -114,8 +139,8 @@ def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
                 w.experiment  # noqa: B018 (starts the W&B run)
             except wandb.errors.Error as error:
                 raise InputError(f"logger=wandb (mode={settings['mode']}): "
-                                 f"{str(error).rstrip('.')}. Log in "
-                                 "(`wandb login` or WANDB_API_KEY) or use logger.mode=offline"
+                                 f"{str(error).rstrip('.')}. Log in (`wandb login` or "
+                                 "WANDB_API_KEY) or use logger.wandb.mode=offline"
                                  ) from error
         loggers.append(w)
         if settings.get("log_images"):
@@ -141,8 +166,8 @@ def middle_slices(volume: torch.Tensor) -> np.ndarray:
 
 class LogReconstructions(pl.Callback):
     """Each validation epoch, the first validation target and its reconstruction (middle
-    slices) to the W&B loggers, under `val/reconstruction`. Only with `logger.log_images=true`:
-    these are pictures of a subject's brain."""
+    slices) to the W&B loggers, under `val/reconstruction`. Only with
+    `logger.wandb.log_images=true`: these are pictures of a subject's brain."""
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                 outputs: Any, batch: Any, batch_idx: int,

@@ -78,7 +78,7 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
     (["~data.split_fractions.val"], "needs a 'val' split"),
     (["ckpt_path=nowhere.ckpt"], "no such checkpoint"),
     (["checkpoint.every_n_batches=0"], "a whole number ≥ 1"),
-    (["logger=wandb", "logger.mode=cloud"], "expected one of ('offline'"),
+    (["logger=wandb", "logger.wandb.mode=cloud"], "expected one of ('offline'"),
     (["model.reconstruction=exact"], "expected one of ('fixed', 'calibrated')"),
     (["initialise.contrast=-1"], "expected a finite number > 0"),
     (["beta.value=-1"], "beta.value=-1: expected a finite number ≥ 0"),
@@ -142,9 +142,11 @@ def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tm
     assert "neurocvae-train" in help_text.stdout and "sweep" in help_text.stdout
     done = subprocess.run(
         [TRAIN_COMMAND, "-m", "sweep=ablations", *overrides(sets, None), "run_id=sweep",
-         "logger=wandb", "hydra.sweep.dir=" + str(tmp_path / "sweep")],
+         "logger=wandb", "logger.mode=offline",  # a former name of logger.wandb.mode
+         "hydra.sweep.dir=" + str(tmp_path / "sweep")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "logger.mode has moved to logger.wandb.mode" in done.stderr
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
     experiments = {}

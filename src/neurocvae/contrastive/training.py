@@ -3,7 +3,7 @@ set, `cfg` being `conf/train.yaml` composed.
 
 Writes into `out_dir`: `checkpoints/last.ckpt` (every `checkpoint.every_n_batches` batches, at
 each epoch's end, and on SIGTERM / SIGUSR1) and `checkpoints/best.ckpt` (best
-`early_stopping.monitor`), `logs/metrics.csv`, and for deterministic latents `density/` (the
+`monitor`), `logs/metrics.csv`, and for deterministic latents `density/` (the
 ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` it resumes from
 `last.ckpt`, to the batch (`neurocvae.runs`). Under DDP, rank 0 writes the files.
 """
@@ -20,8 +20,8 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from neurocvae.checks import check_trainer, require_number
@@ -33,7 +33,7 @@ from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.contrastive.nets import AdditiveDecoder
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError, Stopped
-from neurocvae.logs import WANDB_MODES, run_loggers
+from neurocvae.logs import check_loggers, run_loggers
 from neurocvae.runs import (
     LastCheckpoint,
     check_launch,
@@ -69,8 +69,7 @@ def check_settings(cfg: DictConfig) -> None:
     if every is not None and (not isinstance(every, int) or every < 1):
         raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
                          "or null (a checkpoint at each epoch's end only)")
-    if cfg.get("logger") and cfg.logger.mode not in WANDB_MODES:
-        raise InputError(f"logger.mode={cfg.logger.mode}: expected one of {WANDB_MODES}")
+    check_loggers(cfg.get("logger"))
     if cfg.model.get("reconstruction", "fixed") not in RECONSTRUCTIONS:
         raise InputError(f"model.reconstruction={cfg.model.reconstruction}: expected one of "
                          f"{RECONSTRUCTIONS}")
@@ -79,19 +78,34 @@ def check_settings(cfg: DictConfig) -> None:
     if "val" not in cfg.data.split_fractions:
         raise InputError(f"data.split_fractions {dict(cfg.data.split_fractions)} needs a 'val' "
                          f"split: early stopping and the best checkpoint watch "
-                         f"{cfg.early_stopping.monitor}")
+                         f"{cfg.monitor}")
+    chosen_callbacks(cfg.get("callbacks"))
+
+
+def chosen_callbacks(settings: DictConfig | None) -> list[pl.Callback]:
+    """The callbacks of the `callbacks` group, one per entry with a `_target_`; early stopping
+    with `patience: null` is left out."""
+    chosen = []
+    for name, entry in (settings or {}).items():
+        if entry is None or ("patience" in entry and entry.patience is None):
+            continue
+        if "_target_" not in entry:
+            raise InputError(f"callbacks.{name} {OmegaConf.to_container(entry)} has no "
+                             "_target_ (the callback's class): choose it with callbacks=… or "
+                             f"set callbacks.{name}._target_")
+        try:
+            chosen.append(hydra.utils.instantiate(entry))
+        except InstantiationException as error:
+            raise InputError(f"callbacks.{name}: {error.__cause__ or error}") from error
+    return chosen
 
 
 def callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
-    """`best.ckpt` (lowest `early_stopping.monitor`), `last.ckpt`, early stopping."""
-    monitor = cfg.early_stopping.monitor
-    chosen: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
-                        mode="min"),
-        LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_batches)]
-    if cfg.early_stopping.patience:
-        chosen.append(EarlyStopping(monitor, patience=cfg.early_stopping.patience))
-    return chosen
+    """`best.ckpt` (lowest `monitor`), `last.ckpt`, and the chosen callbacks."""
+    return [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
+                            monitor=cfg.monitor, mode="min"),
+            LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_batches),
+            *chosen_callbacks(cfg.get("callbacks"))]
 
 
 def is_multirun() -> bool:
@@ -101,7 +115,7 @@ def is_multirun() -> bool:
 @dataclass
 class Fitted:
     """A finished fit: the best model (eval mode), its data, checkpoint and run folder, and the
-    best value of the monitored validation metric (`early_stopping.monitor`)."""
+    best value of the monitored validation metric (`monitor`)."""
 
     module: ContrastiveModule
     datamodule: ContrastiveDataModule
@@ -154,5 +168,5 @@ def fit(cfg: DictConfig) -> Fitted | None:
     if not module.stochastic:
         fit_densities(module, datamodule, out_dir / "density", seed=cfg.seed)
     log.info("run folder: %s", out_dir)
-    return Fitted(module, datamodule, best, out_dir, cfg.early_stopping.monitor,
+    return Fitted(module, datamodule, best, out_dir, cfg.monitor,
                   float(score) if score is not None else None)

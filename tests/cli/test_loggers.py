@@ -1,10 +1,11 @@
-"""`logger=wandb`: an offline W&B run beside the CSV log, whose id a resumed run keeps (and whose
-curves it continues), with subject images only on request and a clear error when online
-logging cannot start."""
+"""The loggers. `logger=wandb`: an offline W&B run beside the CSV log, whose id a resumed run
+keeps (and whose curves it continues), with subject images only on request and a clear error
+when online logging cannot start. `logger=tensorboard`, and several loggers at once."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,8 @@ def logged_steps(run: Path) -> list[int]:
     return [s for s in steps if s is not None]
 
 
-def run(sets, out_dir: Path, *extra: str) -> dict:
-    return train(compose_config("train", overrides(sets, out_dir, "logger=wandb", *extra)))
+def run(sets, out_dir: Path, *extra: str, loggers: str = "logger=wandb") -> dict:
+    return train(compose_config("train", overrides(sets, out_dir, loggers, *extra)))
 
 
 def test_a_resumed_offline_run_keeps_its_id_and_continues_its_curves(sets, tmp_path, monkeypatch):
@@ -48,7 +49,7 @@ def test_a_resumed_offline_run_keeps_its_id_and_continues_its_curves(sets, tmp_p
 
 
 def test_subject_images_only_when_the_flag_asks(sets, tmp_path):
-    run(sets, tmp_path, "logger.log_images=true")
+    run(sets, tmp_path, "logger.wandb.log_images=true")
     (offline,) = offline_runs(tmp_path)
     pictures = list(offline.rglob("reconstruction_*.png"))  # one epoch: input, reconstruction
     assert len(pictures) == 2 and {p.parent.name for p in pictures} == {"val"}
@@ -61,7 +62,35 @@ def test_online_logging_without_a_key_fails_before_training(sets, tmp_path, monk
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     with pytest.raises(SystemExit) as exit_:
-        run(sets, tmp_path / "run", "logger.mode=online")
+        run(sets, tmp_path / "run", "logger.wandb.mode=online")
     assert exit_.value.code == 2
-    assert "logger.mode=offline" in capsys.readouterr().err
+    assert "logger.wandb.mode=offline" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_several_loggers_at_once_log_the_same_steps(sets, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(sets, tmp_path, loggers="logger=[wandb,tensorboard]")
+    csv_steps = pd.read_csv(tmp_path / "logs" / "metrics.csv").dropna(
+        subset=["train/loss_step"])["step"].tolist()
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss_step")] == csv_steps == [0, 1, 2]
+    (offline,) = offline_runs(tmp_path)
+    assert logged_steps(offline)[:3] == csv_steps
+
+
+def test_tensorboard_without_its_package_is_refused_before_training(sets, tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` fails
+    with pytest.raises(SystemExit) as exit_:
+        run(sets, tmp_path, loggers="logger=tensorboard")
+    assert exit_.value.code == 2
+    assert 'pip install "neurocvae[tensorboard]"' in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_former_wandb_setting_names_still_work(sets):
+    old = compose_config("train", overrides(sets, None, "logger=wandb", "logger.mode=disabled",
+                                            "logger.tags=[a]"))
+    assert old.logger.wandb.mode == "disabled" and list(old.logger.wandb.tags) == ["a"]
