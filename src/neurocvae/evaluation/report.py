@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from neurocvae.files import write_text_atomically
+
 # Columns of comparison tables → where the value sits in metrics.json.
 HEADLINE = {
     "active_s": ("salient", "active"), "active_z": ("shared", "active"),
@@ -109,11 +111,27 @@ def baseline_table(baselines: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path]) -> Path:
-    """Write `<out_dir>/report.md` and return its path."""
-    n = metrics["n"]
-    decoded = metrics["decoded"]
-    text = [
+FIGURE_SECTIONS = {  # figure name → heading and what to look for in it
+    "embedding": ("Latent spaces in 2-D",
+                  "Test targets coloured by group and backgrounds in grey, in each space. "
+                  "Groups that form separate clouds in the salient space (and mix in the shared "
+                  "one) are what a working model shows."),
+    "curves": ("Training curves",
+               "Per epoch: every loss term (train solid, validation dashed), the β and γ "
+               "schedules, and the discriminator's accuracy (0.5 = chance)."),
+    "examples": ("Example scans",
+                 "One test target per group, on the axial slice of its largest planted "
+                 "difference (without a twin: of the model's): the input, its reconstruction, "
+                 "the healthy counterfactual D([z,0]), the planted healthy twin when there is "
+                 "one, and the model's and the planted disease maps, each with its own colour "
+                 "range (in its corner)."),
+}
+
+
+def _latent_section(metrics: dict[str, Any]) -> list[str]:
+    """The header, the table of both spaces and the decoded measures."""
+    n, decoded = metrics["n"], metrics["decoded"]
+    return [
         "# Evaluation report", "",
         f"Checkpoint `{metrics['checkpoint']}`, **{metrics['split']}** split: {n['target']} "
         f"targets ({', '.join(f'{g} {c}' for g, c in metrics['groups'].items())}) and "
@@ -140,47 +158,44 @@ def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path
         f"{_fmt(decoded.get('disease_gain', math.nan))}",
         f"- Disease-map correlation (median r of D([z,s]) − D([z,0]) with x − twin): "
         f"{_fmt(decoded['disease_map_correlation'])}", ""]
+
+
+def _salient_map_section(metrics: dict[str, Any]) -> list[str]:
+    """Each target group's mean salient map: its picture, file, peak and planted distance."""
+    text = ["## Salient maps", "",
+            f"Per target group, the mean of D([z,s]) − D([z,0]) over its {metrics['split']} "
+            "scans, "
+            "saved as NIfTI in the model's input space and drawn over the MNI152 template, "
+            "values under 20 % of the peak hidden. With a synthetic cohort the cut goes "
+            "through the group's planted pattern centre (yellow marker), else through the "
+            "map's peak; a working model shows its colour at the marker.", ""]
+    if metrics.get("salient", {}).get("active") == 0:
+        text += ["**The salient space has collapsed (no active dimension), so these maps "
+                 "show the decoder's response to near-prior codes, not disease patterns.**",
+                 ""]
+    for m in metrics["salient_maps"]:
+        planted = ", ".join(f"{name} {d} mm" for name, d in m["planted_distance_mm"].items())
+        picture = [f"![{m['group']}]({m['png']})", ""] if m["png"] else []
+        text += [f"### {m['group']}", "", *picture,
+                 f"`{m['nifti']}`; peak {m['peak_value']:+.4f} at {m['peak_mm']} mm"
+                 + (f"; distance from the peak to the planted centre: {planted}."
+                    if planted else "."), ""]
+    return text
+
+
+def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path]) -> Path:
+    """Write `<out_dir>/report.md` (whole or not at all) and return its path."""
+    text = _latent_section(metrics)
     if metrics.get("baselines"):
         text += ["## Baselines on the same volumes (their single space)", "",
                  baseline_table(metrics["baselines"]), ""]
-    if "embedding" in figures:
-        text += ["## Latent spaces in 2-D", "",
-                 f"![embedding]({figures['embedding'].name})", "",
-                 "Test targets coloured by group and backgrounds in grey, in each space. "
-                 "Groups that form separate clouds in the salient space (and mix in the shared "
-                 "one) are what a working model shows.", ""]
-    if "curves" in figures:
-        text += ["## Training curves", "", f"![curves]({figures['curves'].name})", "",
-                 "Per epoch: every loss term (train solid, validation dashed), the β and γ "
-                 "schedules, and the discriminator's accuracy (0.5 = chance).", ""]
-    if "examples" in figures:
-        text += ["## Example scans", "", f"![examples]({figures['examples'].name})", "",
-                 "One test target per group, on the axial slice of its largest planted "
-                 "difference (without a twin: of the model's): the input, its reconstruction, "
-                 "the healthy counterfactual D([z,0]), the planted healthy twin when there is "
-                 "one, and the model's and the planted disease maps, each with its own colour "
-                 "range (in its corner).", ""]
+    for name, (heading, reading) in FIGURE_SECTIONS.items():
+        if name in figures:
+            text += [f"## {heading}", "", f"![{name}]({figures[name].name})", "", reading, ""]
     if metrics.get("salient_maps"):
-        text += ["## Salient maps", "",
-                 f"Per target group, the mean of D([z,s]) − D([z,0]) over its {metrics['split']} "
-                 "scans, "
-                 "saved as NIfTI in the model's input space and drawn over the MNI152 template, "
-                 "values under 20 % of the peak hidden. With a synthetic cohort the cut goes "
-                 "through the group's planted pattern centre (yellow marker), else through the "
-                 "map's peak; a working model shows its colour at the marker.", ""]
-        if metrics.get("salient", {}).get("active") == 0:
-            text += ["**The salient space has collapsed (no active dimension), so these maps "
-                     "show the decoder's response to near-prior codes, not disease patterns.**",
-                     ""]
-        for m in metrics["salient_maps"]:
-            planted = ", ".join(f"{name} {d} mm" for name, d in m["planted_distance_mm"].items())
-            picture = [f"![{m['group']}]({m['png']})", ""] if m["png"] else []
-            text += [f"### {m['group']}", "", *picture,
-                     f"`{m['nifti']}`; peak {m['peak_value']:+.4f} at {m['peak_mm']} mm"
-                     + (f"; distance from the peak to the planted centre: {planted}."
-                        if planted else "."), ""]
+        text += _salient_map_section(metrics)
     path = out_dir / "report.md"
-    path.write_text("\n".join(text))
+    write_text_atomically(path, "\n".join(text))
     return path
 
 

@@ -153,11 +153,13 @@ class Recipe:
 
     def validate(self) -> None:
         """Raise `InputError` listing every problem (key, value, what was expected)."""
-        problems = [*self._numeric_problems(), *self._region_problems()]
+        problems = [*self._cohort_problems(), *self._anatomy_problems(),
+                    *self._pattern_problems(), *self._site_problems(), *self._region_problems()]
         if problems:
             raise InputError("invalid recipe:\n" + problem_list(problems))
 
-    def _numeric_problems(self) -> list[str]:
+    def _cohort_problems(self) -> list[str]:
+        """The grid, the groups and their counts, ages, sexes and age accelerations."""
         known = ", ".join(GROUPS)
         problems: list[str] = []
         g = self.grid
@@ -183,6 +185,11 @@ class Recipe:
             problems.append(f"male_fraction: {self.male_fraction}; expected within [0, 1]")
         if self.age_acceleration_sd < 0:
             problems.append(f"age_acceleration.sd: {self.age_acceleration_sd}; expected ≥ 0")
+        return problems
+
+    def _anatomy_problems(self) -> list[str]:
+        """Ageing, head size and the shared warp: fold-free at the extremes."""
+        problems: list[str] = []
         if self.years_per_unit <= 0:
             problems.append(f"ageing.years_per_unit: {self.years_per_unit}; expected > 0")
         else:
@@ -202,6 +209,12 @@ class Recipe:
         if abs(self.shared_warp_amplitude) * MAX_Z > FOLD_FREE:
             problems.append(f"shared_warp.amplitude: {self.shared_warp_amplitude}; expected "
                             f"|amplitude| ≤ {FOLD_FREE / MAX_Z} (fold-free at {MAX_Z} SD)")
+        return problems
+
+    def _pattern_problems(self) -> list[str]:
+        """The severity range and each pattern's groups, warp, intensity and width."""
+        known = ", ".join(GROUPS)
+        problems: list[str] = []
         d_lo, d_hi = self.severity_range
         if not 0 <= d_lo <= d_hi:
             problems.append(f"severity: min {d_lo}, max {d_hi}; expected 0 ≤ min ≤ max")
@@ -220,6 +233,11 @@ class Recipe:
                                 f"{d_hi}; expected within [0, 1)")
             if p.sigma_mm <= 0:
                 problems.append(f"patterns.{name}.sigma_mm: {p.sigma_mm}; expected > 0")
+        return problems
+
+    def _site_problems(self) -> list[str]:
+        """At least one site, unique names, plausible scanner effects."""
+        problems: list[str] = []
         if not self.sites:
             problems.append("sites: empty; expected at least one site")
         if len({s.name for s in self.sites}) != len(self.sites):
