@@ -90,6 +90,56 @@ def test_a_saved_checkpoint_predicts_the_same_without_training(trained, cohort, 
     assert not (out_dir / "checkpoints").exists()
 
 
+def predict(cohort: Path, out_dir: Path, trained: Path, manifest: Path, *extra: str):
+    return brainage(config(cohort, out_dir, "task=predict", "train=false",
+                           f"weights={trained / 'checkpoints' / 'best.ckpt'}",
+                           f"data.manifest={manifest}", *extra))
+
+
+def test_prediction_needs_no_ages_or_groups_and_applies_a_saved_correction(trained, cohort,
+                                                                          tmp_path):
+    first = pd.read_csv(trained / "brainage.csv").set_index("subject_id")
+    table = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    table["path"] = [str(cohort / p) for p in table["path"]]
+    table.loc[:9, "age"] = ""  # ten scans without an age
+    table.drop(columns=["group", "sex", "site"]).to_csv(tmp_path / "new.csv", index=False)
+
+    metrics = predict(cohort, tmp_path / "plain", trained, tmp_path / "new.csv")
+    plain = pd.read_csv(tmp_path / "plain" / "brainage.csv").set_index("subject_id")
+    assert (plain["brain_age"] - first.loc[plain.index, "brain_age"]).abs().max() < 1e-4
+    assert "bag" not in plain and metrics["with_age"] == len(table) - 10
+    assert {p.name for p in (tmp_path / "plain").iterdir()} == {"brainage.csv", "metrics.json"}
+
+    predict(cohort, tmp_path / "corrected", trained, tmp_path / "new.csv",
+            f"correction.file={trained / 'lbc.json'}")
+    corrected = pd.read_csv(tmp_path / "corrected" / "brainage.csv").set_index("subject_id")
+    known = corrected["age"].notna()
+    assert corrected.loc[~known, "bag"].isna().all()
+    assert (corrected.loc[known, "bag"] - first.loc[known[known].index, "bag"]).abs().max() < 1e-4
+
+
+def test_a_folder_of_scans_is_predicted_as_it_is(trained, cohort, tmp_path):
+    predict(cohort, tmp_path / "run", trained, cohort / "volumes")
+    table = pd.read_csv(tmp_path / "run" / "brainage.csv")
+    assert len(table) == len(pd.read_csv(cohort / "manifest.csv"))
+    assert table["subject_id"].str.startswith("sub-").all() and table["brain_age"].notna().all()
+
+
+def test_controls_only_keep_their_predictions_when_nobody_is_selected(trained, cohort, tmp_path,
+                                                                      capsys):
+    table = pd.read_csv(cohort / "manifest.csv")
+    table["path"] = [str(cohort / p) for p in table["path"]]
+    table[table["group"] == "HC"].to_csv(tmp_path / "controls.csv", index=False)
+    with pytest.raises(SystemExit) as stop:
+        brainage(config(cohort, tmp_path / "run", "train=false",
+                        f"weights={trained / 'checkpoints' / 'best.ckpt'}",
+                        f"data.manifest={tmp_path / 'controls.csv'}"))
+    assert stop.value.code == 2
+    assert "brainage.csv, lbc.json, metrics.json" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "run" / "brainage.csv")) == 60
+    assert not (tmp_path / "run" / "target.csv").exists()
+
+
 def test_no_bag_filter_takes_every_patient(trained, cohort, tmp_path):
     out_dir = tmp_path / "all"
     brainage(config(cohort, out_dir, "train=false", "selection.mode=all",
@@ -117,6 +167,11 @@ def test_ages_outside_the_bins_warn_with_their_count(cohort, tmp_path):
     (["bins.stop=90"], "net.output_dim=40 but bins"),
     (["train=false", "weights=nowhere.p"], "nowhere.p: weight file not found"),
     (["optim.optimizer.lr=0"], "optim.optimizer.lr=0: expected a finite number > 0"),
+    (["task=score"], "task='score': expected one of ('full', 'predict')"),
+    (["task=predict"], "task=predict uses weights as they are: set train=false"),
+    (["task=predict", "train=false", "weights=w.p", "correction.file=nowhere.json"],
+     "correction.file=nowhere.json: no such file"),
+    (["correction.file=lbc.json"], "correction.file applies a saved correction with task=predict"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected a finite number ≥ 1"),
 ])
 def test_bad_settings_stop_with_one_clear_line(cohort, tmp_path, capsys, overrides, message):

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from neurocvae.data.cohort import check_disjoint, read_manifest
+from neurocvae.data.cohort import UNKNOWN, check_disjoint, group_labels, read_manifest
 from neurocvae.errors import InputError
 
 
@@ -58,9 +58,29 @@ def test_a_table_without_rows_is_refused(tmp_path):
 
 
 def test_missing_columns_are_listed(tiny_cohort):
-    pd.read_csv(tiny_cohort).drop(columns=["site", "sex"]).to_csv(tiny_cohort, index=False)
-    with pytest.raises(InputError, match="missing column"):
+    pd.read_csv(tiny_cohort).drop(columns=["age", "group"]).to_csv(tiny_cohort, index=False)
+    with pytest.raises(InputError, match=r"missing column\(s\) age, group; .* may have sex, site"):
         read_manifest(tiny_cohort)
+
+
+def test_a_table_without_sex_and_site_reads_with_the_placeholder_and_a_warning(tiny_cohort,
+                                                                                caplog):
+    pd.read_csv(tiny_cohort).drop(columns=["site", "sex"]).to_csv(tiny_cohort, index=False)
+    manifest = read_manifest(tiny_cohort)
+    assert (manifest["sex"] == UNKNOWN).all() and (manifest["site"] == UNKNOWN).all()
+    assert "no sex column" in caplog.text and "no site column" in caplog.text
+
+
+def test_ages_and_groups_are_optional_only_for_prediction(tiny_cohort):
+    table = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False).drop(columns=["group"])
+    table.loc[2, "age"] = ""
+    table.to_csv(tiny_cohort, index=False)
+    with pytest.raises(InputError, match=r"missing column\(s\) group"):
+        read_manifest(tiny_cohort)
+    unlabelled = read_manifest(tiny_cohort, labelled=False)
+    assert (unlabelled["group"] == UNKNOWN).all()
+    assert unlabelled["age"].isna().tolist() == [i == 2 for i in range(len(table))]
+    assert group_labels(unlabelled).eq(-1).all()
 
 
 def test_a_subject_in_target_and_background_is_refused(tiny_cohort):

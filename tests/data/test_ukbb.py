@@ -1,15 +1,20 @@
 """The UK Biobank adapter on a hand-made phenotype table and imaging tree."""
 
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from neurocvae.cli.ukbb_manifest import ukbb_manifest
-from neurocvae.data.cohort import read_manifest
+from neurocvae.data.cache import open_or_build
+from neurocvae.data.cohort import UNKNOWN, read_manifest
 from neurocvae.data.ukbb import IMAGES, build_ukbb_manifest, canonical_column
+from neurocvae.data.volumes import Preprocessing
 from neurocvae.errors import InputError
 from tests.conftest import compose_config
 from tests.data.conftest import brain, write_nifti
@@ -73,13 +78,64 @@ def test_the_nonlinear_image_can_be_chosen(tmp_path):
 def test_a_missing_field_and_a_non_numeric_value_are_named(tmp_path):
     phenotypes, root = write_ukbb(tmp_path, "ukbconv")
     table = pd.read_csv(phenotypes, dtype=str)
-    table.drop(columns=["31-0.0"]).to_csv(phenotypes, index=False)
-    with pytest.raises(InputError, match=r"missing UK Biobank field\(s\): sex \(31-0.0"):
+    table.drop(columns=["21003-2.0"]).to_csv(phenotypes, index=False)
+    with pytest.raises(InputError, match=r"missing UK Biobank field\(s\): age \(21003-2.0"):
         build_ukbb_manifest(phenotypes, root)
     table.loc[3, "21003-2.0"] = "sixty"
     table.to_csv(phenotypes, index=False)
     with pytest.raises(InputError, match=r"column 21003-2.0: not a number at line 5 \('sixty'\)"):
         build_ukbb_manifest(phenotypes, root)
+
+
+def test_a_table_without_sex_and_centre_gives_the_placeholder_and_a_warning(tmp_path, caplog):
+    phenotypes, root = write_ukbb(tmp_path, "ukbconv")
+    pd.read_csv(phenotypes, dtype=str).drop(columns=["31-0.0", "54-2.0"]).to_csv(phenotypes,
+                                                                                 index=False)
+    manifest, excluded = build_ukbb_manifest(phenotypes, root)
+    assert len(manifest) == 7 and len(excluded) == 5  # the same participants
+    assert (manifest["sex"] == UNKNOWN).all() and (manifest["site"] == UNKNOWN).all()
+    assert "no sex field (31-0.0)" in caplog.text and "no site field (54-2.0)" in caplog.text
+
+
+def zip_folders(root: Path, eids: list[int]) -> None:
+    """Pack the unpacked folders of `eids` into `<eid>_20252_2_0.zip` as UK Biobank delivers
+    them, and remove the folders."""
+    for eid in eids:
+        folder = root / f"{eid}_20252_2_0"
+        with zipfile.ZipFile(folder.with_suffix(".zip"), "w") as archive:
+            for image in IMAGES.values():
+                archive.write(folder / "T1" / image, f"T1/{image}")
+        shutil.rmtree(folder)
+
+
+def test_zips_as_delivered_are_read_in_place_voxel_for_voxel(tmp_path):
+    phenotypes, root = write_ukbb(tmp_path, "ukbconv")
+    unpacked, _ = build_ukbb_manifest(phenotypes, root)
+    shutil.copytree(root, tmp_path / "zipped")
+    zip_folders(tmp_path / "zipped", [1001, 1002, 1003, 1005])  # a mix, as a download may be
+    zipped, excluded = build_ukbb_manifest(phenotypes, tmp_path / "zipped")
+    assert zipped["subject_id"].tolist() == unpacked["subject_id"].tolist()
+    assert len(excluded) == 5
+    assert zipped["path"].iloc[0].endswith("1001_20252_2_0.zip/T1/T1_brain_linearto_MNI.nii.gz")
+    preprocessing = Preprocessing(shape=(10, 12, 8))
+    from_zips = open_or_build(zipped["path"].tolist(), preprocessing, tmp_path / "cache")
+    from_files = open_or_build(unpacked["path"].tolist(), preprocessing, tmp_path / "cache")
+    for packed, plain in zip(zipped["path"], unpacked["path"], strict=True):
+        assert torch.equal(from_zips.read(packed), from_files.read(plain))
+
+
+def test_a_truncated_zip_is_a_named_bad_volume(tmp_path):
+    phenotypes, root = write_ukbb(tmp_path, "ukbconv")
+    zip_folders(root, [1001, 1002])
+    archive = root / "1002_20252_2_0.zip"
+    archive.write_bytes(archive.read_bytes()[:300])
+    manifest, _ = build_ukbb_manifest(phenotypes, root)
+    paths = manifest["path"].tolist()
+    with pytest.raises(InputError, match=r"1002_20252_2_0.zip/T1/.*truncated or corrupt zip"):
+        open_or_build(paths, Preprocessing(shape=(10, 12, 8)), tmp_path / "cache")
+    cache = open_or_build(paths, Preprocessing(shape=(10, 12, 8)), tmp_path / "cache",
+                          skip_bad=True)
+    assert cache.rejected["path"].tolist() == [paths[1]] and paths[0] in cache
 
 
 def test_canonical_column_names():

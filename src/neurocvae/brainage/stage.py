@@ -1,15 +1,19 @@
 """The brain-age stage, `run(cfg)`: train (or load) SFCN → predict → bias-correct → select.
 
-`cfg` is `conf/brainage.yaml` composed. Writes into `out_dir`: `brainage.csv` (every scan:
-split, whether it fitted the network or the correction, predicted and corrected age, BAG),
-`lbc.json`, `metrics.json`, `target.csv`, `background.csv`, `selection.json`, the plots, and
-`checkpoints/` when it trains.
+`cfg` is `conf/brainage.yaml` composed. With `task=full` it writes into `out_dir`:
+`brainage.csv` (every scan: split, whether it fitted the network or the correction, predicted
+and corrected age, BAG), `lbc.json`, `metrics.json` and the plots, then `target.csv`,
+`background.csv` and `selection.json`, and `checkpoints/` when it trains. With `task=predict`
+it predicts every scan of any table (ages and groups optional) with `weights` and writes
+`brainage.csv` (the table plus `brain_age`; with `correction.file`, `corrected_age` and `bag`
+where the age is known) and `metrics.json`.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +36,11 @@ from neurocvae.checks import check_trainer, require_number
 from neurocvae.data.cohort import HEALTHY
 from neurocvae.data.datamodules import BrainAgeDataModule
 from neurocvae.errors import InputError
-from neurocvae.files import write_json
+from neurocvae.files import write_json, write_text_atomically
 
 log = logging.getLogger(__name__)
 RESULTS = ("brainage.csv", "target.csv", "background.csv", "checkpoints", "logs")
+TASKS = ("full", "predict")
 
 
 def calibration_controls(split: str) -> str:
@@ -61,6 +66,37 @@ def gather_predictions(trainer: pl.Trainer, batches: list[dict[str, Any]]) -> pd
     return predicted
 
 
+def sfcn_module(cfg: DictConfig) -> BrainAgeModule:
+    """SFCN (`cfg.net`), from `cfg.weights` when given, with its optimiser and age bins."""
+    net = hydra.utils.instantiate(cfg.net)
+    if cfg.weights:
+        load_weights(net, cfg.weights)
+    optim = hydra.utils.instantiate(cfg.optim)
+    return BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler,
+                          bins=AgeBins(**cfg.bins), channels_last=cfg.channels_last)
+
+
+def predict_every_scan(trainer: pl.Trainer, module: BrainAgeModule,
+                       datamodule: BrainAgeDataModule, ckpt_path: str | None = None
+                       ) -> pd.DataFrame | None:
+    """`datamodule.table` (every usable scan) with `brain_age` (years), and the throughput in
+    the log. None on every DDP rank but the first, which gets every prediction."""
+    start = time.perf_counter()
+    predicted = gather_predictions(
+        trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=ckpt_path))
+    if not trainer.is_global_zero:
+        return None
+    seconds = time.perf_counter() - start
+    log.info("predicted %d scans in %.1f s (%.2f scans/s on %d device(s))", len(predicted),
+             seconds, len(predicted) / seconds, trainer.world_size)
+    table = datamodule.table
+    unpredicted = set(table["subject_id"]) - set(predicted["subject_id"])
+    if unpredicted or not predicted["subject_id"].is_unique:
+        raise RuntimeError(f"prediction covered {predicted['subject_id'].nunique()} of "
+                           f"{len(table)} scans ({len(predicted)} predictions)")
+    return table.merge(predicted, on="subject_id", validate="one_to_one")
+
+
 def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
                  out_dir: Path) -> pd.DataFrame | None:
     """Train or load SFCN, then predict every usable scan: the manifest + split, `sfcn_fit`,
@@ -68,39 +104,70 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
     bins = AgeBins(**cfg.bins)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    table = datamodule.table.assign(split=datamodule.split_of(datamodule.table["subject_id"]))
     fit_on = cfg.correction.fit_on
-    require_controls(controls_of(table, fit_on).sum(), cfg.correction.min_subjects,
-                     calibration_controls(fit_on))
-    net = hydra.utils.instantiate(cfg.net)
-    if cfg.weights:
-        load_weights(net, cfg.weights)
-    optim = hydra.utils.instantiate(cfg.optim)
-    module = BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler, bins=bins,
-                            channels_last=cfg.channels_last)
+    split = datamodule.split_of(datamodule.table["subject_id"])
+    require_controls(controls_of(datamodule.table.assign(split=split), fit_on).sum(),
+                     cfg.correction.min_subjects, calibration_controls(fit_on))
+    module = sfcn_module(cfg)
     callbacks = []
     if cfg.train:
         bins.check(datamodule.splits["train"]["age"], "training subjects")
         callbacks = [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
                                      monitor="val/mae", mode="min"),
                      EarlyStopping("val/mae", patience=cfg.early_stopping_patience)]
-    bins.check(table["age"], "scans")
+    bins.check(datamodule.table["age"], "scans")
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=CSVLogger(out_dir, name="logs", version=""))
     if cfg.train:
         trainer.fit(module, datamodule=datamodule)
-    best = "best" if cfg.train else None
-    predicted = gather_predictions(
-        trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=best))
-    if not trainer.is_global_zero:
+    table = predict_every_scan(trainer, module, datamodule, "best" if cfg.train else None)
+    if table is None:
         return None
-    unpredicted = set(table["subject_id"]) - set(predicted["subject_id"])
-    if unpredicted or not predicted["subject_id"].is_unique:
-        raise RuntimeError(f"prediction covered {predicted['subject_id'].nunique()} of "
-                           f"{len(table)} scans ({len(predicted)} predictions)")
     fitted = set(datamodule.splits["train"]["subject_id"]) if cfg.train else set()
-    return (table.assign(sfcn_fit=table["subject_id"].isin(fitted))
-            .merge(predicted, on="subject_id", validate="one_to_one"))
+    return table.assign(split=datamodule.split_of(table["subject_id"]),
+                        sfcn_fit=table["subject_id"].isin(fitted))
+
+
+def load_correction(path: str | Path) -> BiasCorrection:
+    """A bias correction saved by an earlier run (`lbc.json`)."""
+    try:
+        return BiasCorrection.load(path)
+    except FileNotFoundError:
+        raise InputError(f"correction.file={path}: no such file (an lbc.json that "
+                         "neurocvae-brainage wrote)") from None
+    except (ValueError, TypeError) as error:
+        raise InputError(f"correction.file={path}: not a bias correction written by "
+                         f"neurocvae-brainage ({error})") from None
+
+
+def predict_only(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """`task=predict`: brain age of every scan of `data.manifest` with `weights`, corrected by
+    `correction.file` where the age is known; writes `brainage.csv` and `metrics.json`."""
+    correction = load_correction(cfg.correction.file) if cfg.correction.file else None
+    datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data, labelled=False)
+    datamodule.prepare_data()
+    datamodule.setup("predict")
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    table = predict_every_scan(trainer, sfcn_module(cfg), datamodule)
+    if table is None:
+        return {}
+    aged = table["age"].notna()
+    metrics: dict[str, Any] = {"scans": len(table), "with_age": int(aged.sum())}
+    if aged.sum() >= 2:
+        metrics["raw"] = agreement(table.loc[aged, "brain_age"], table.loc[aged, "age"])
+    if correction is not None:
+        table = table.assign(corrected_age=correction.corrected_age(table["brain_age"],
+                                                                    table["age"]),
+                             bag=correction.gap(table["brain_age"], table["age"]))
+        metrics["correction"] = vars(correction)
+        if aged.sum() >= 2:
+            metrics["corrected"] = agreement(table.loc[aged, "corrected_age"],
+                                             table.loc[aged, "age"])
+    write_text_atomically(out_dir / "brainage.csv", table.to_csv(index=False))
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("brain age of %d scans (%d with an age) → %s", len(table), aged.sum(),
+             out_dir / "brainage.csv")
+    return metrics
 
 
 def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.DataFrame,
@@ -161,6 +228,19 @@ def check_settings(cfg: DictConfig) -> None:
     if existing and not cfg.overwrite:
         raise InputError(f"{cfg.out_dir} already holds {existing}: set overwrite=true to replace "
                          "them, or choose another out_dir")
+    if cfg.task not in TASKS:
+        raise InputError(f"task={cfg.task!r}: expected one of {TASKS}")
+    if cfg.task == "predict":
+        if cfg.train:
+            raise InputError("task=predict uses weights as they are: set train=false and "
+                             "weights=<a weight file>")
+        if cfg.data.preprocessing.normalise == "minmax_global":
+            raise InputError("task=predict needs a per-scan intensity normalisation "
+                             "(data.preprocessing.normalise=mean or zscore_brain): "
+                             "minmax_global is fitted on a training split")
+    elif cfg.correction.file:
+        raise InputError("correction.file applies a saved correction with task=predict; "
+                         "task=full fits its own")
     if cfg.train:
         require_number("optim.optimizer.lr", cfg.optim.optimizer.lr, above=0)
         check_trainer(cfg.trainer)
@@ -189,33 +269,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         shutil.rmtree(out_dir / name, ignore_errors=True)
     pl.seed_everything(cfg.seed, workers=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.task == "predict":
+        return predict_only(cfg, out_dir)
     datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data)
     table = predict_ages(cfg, datamodule, out_dir)
     if table is None:  # another DDP rank: the first one corrects, selects and writes
         return {}
     table, correction = correct(table, cfg.correction)
     metrics = {"correction": vars(correction), **measure(table, cfg.correction.report_on)}
-    targets, background, summary = select(table, cfg.selection)
-
     correction.save(out_dir / "lbc.json")
-    table.to_csv(out_dir / "brainage.csv", index=False)
-    selected = [*datamodule.table.columns, "brain_age", "bag"]  # a manifest, plus brain age
-    targets[selected].to_csv(out_dir / "target.csv", index=False)
-    background[selected].to_csv(out_dir / "background.csv", index=False)
+    write_text_atomically(out_dir / "brainage.csv", table.to_csv(index=False))
     write_json(out_dir / "metrics.json", metrics)
-    write_json(out_dir / "selection.json", summary)
     unfitted = table[~table["sfcn_fit"]]
     plots.plot_predictions(unfitted, out_dir / "predicted_vs_age.png",
                            title=f"{len(unfitted)} scans the network did not train on")
     plots.plot_bag_by_group(unfitted, out_dir / "bag_by_group.png")
-    plots.plot_age_histograms(targets, background, out_dir / "selection_ages.png",
-                              bin_years=cfg.selection.bin_years)
     held = metrics["held_out_controls"]
     log.info("held-out %s (n=%d): MAE raw %.2f y, corrected %.2f y (mean-age MAE %.2f y); "
              "corr(gap, age) raw %.2f, corrected %.2f", HEALTHY, held["raw"]["n"],
              held["raw"]["mae"], held["corrected"]["mae"], held["mean_age_mae"],
              held["raw"]["r_error_age"], held["corrected"]["r_error_age"])
     log.info("mean BAG: %s", {g: round(v["mean"], 2) for g, v in metrics["bag_by_group"].items()})
+
+    try:
+        targets, background, summary = select(table, cfg.selection)
+    except InputError as error:
+        raise InputError(f"{error}. The predictions, the correction and their metrics are "
+                         f"written (brainage.csv, lbc.json, metrics.json in {out_dir})") from None
+    selected = [*datamodule.table.columns, "brain_age", "bag"]  # a manifest, plus brain age
+    write_text_atomically(out_dir / "target.csv", targets[selected].to_csv(index=False))
+    write_text_atomically(out_dir / "background.csv", background[selected].to_csv(index=False))
+    write_json(out_dir / "selection.json", summary)
+    plots.plot_age_histograms(targets, background, out_dir / "selection_ages.png",
+                              bin_years=cfg.selection.bin_years)
     log.info("selected %d targets %s and %d background controls → %s", len(targets),
              targets["group"].value_counts().to_dict(), len(background), out_dir)
     return metrics

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from neurocvae.data.archives import source_stat
 from neurocvae.data.cohort import problem_list
 from neurocvae.data.volumes import Preprocessing, VolumeError, preprocess, read_shape
 from neurocvae.errors import InputError
@@ -55,8 +56,9 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def fingerprint(path: str) -> tuple[str, int, int]:
-    """`(path, size, mtime_ns)` of a source file: a changed file gets a new cache key."""
-    stat = os.stat(path)
+    """`(path, size, mtime_ns)` of a source file (of its archive for a member of a zip): a
+    changed file gets a new cache key."""
+    stat = source_stat(path)
     return path, stat.st_size, stat.st_mtime_ns
 
 

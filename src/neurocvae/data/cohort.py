@@ -1,12 +1,16 @@
 """The cohort table: one row per scan, the same schema for synthetic and real data.
 
 A manifest is a CSV with the columns `subject_id, path, age, sex, group, site` (extra columns are
-kept). `path` is absolute or relative to the manifest's folder. `read_manifest` checks every row
-and reports every problem at once, naming the file, the line and the column.
+kept). `path` is absolute or relative to the manifest's folder. `sex` and `site` may be missing:
+each becomes the placeholder `unknown` for every row (sex not recorded; one site), with a
+warning. To predict brain age alone (`labelled=False`), `age` and `group` may be missing or
+empty too, and the table may be a folder of NIfTI files. `read_manifest` checks every row and
+reports every problem at once, naming the file, the line and the column.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,15 +18,20 @@ from typing import Any
 
 import pandas as pd
 
+from neurocvae.data.archives import scan_exists
 from neurocvae.errors import InputError
 
+log = logging.getLogger(__name__)
 # Diagnostic groups and their integer labels (docs/science.md §1.1): dual carries both diseases.
 GROUPS: dict[str, int] = {"HC": 0, "MDD": 1, "diabetes": 2, "dual": 3}
 HEALTHY = "HC"
-SEXES = ("F", "M")
+UNKNOWN = "unknown"  # sex not recorded; the one site of a table without sites; no group
+SEXES = ("F", "M", UNKNOWN)
 
-# Columns every manifest has; extra columns are kept.
+# Columns of a manifest; extra columns are kept. A missing optional column becomes UNKNOWN.
 MANIFEST_COLUMNS = ("subject_id", "path", "age", "sex", "group", "site")
+OPTIONAL_COLUMNS = ("sex", "site")
+LABELS = ("age", "group")  # optional when predicting brain age only (`labelled=False`)
 
 AGE_RANGE = (0, 130)  # years a person can be
 MAX_LISTED = 20  # problems listed in one error message before "… and N more"
@@ -54,27 +63,54 @@ def read_table(path: Path, what: str, **read_csv: Any) -> pd.DataFrame:
         raise InputError(f"{path}: not a readable {what} ({error})") from error
 
 
-def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
+def read_manifest(path: str | Path, *, check_files: bool = True,
+                  labelled: bool = True) -> pd.DataFrame:
     """Read and validate a cohort table.
 
-    Returns the table with `path` made absolute, `age` as float, `subject_id`, `sex`, `group`
-    and `site` as strings, in file order. Raises `InputError` listing every bad row.
+    Returns the table with `path` made absolute, `age` as float (NaN where unknown),
+    `subject_id`, `sex`, `group` and `site` as strings, in file order; a missing `sex` or `site`
+    column (and, unless `labelled`, a missing or empty `age` or `group`) is filled with NaN or
+    `UNKNOWN`. Raises `InputError` listing every bad row.
     """
     path = Path(path)
-    frame = read_table(path, "cohort table")
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if path.is_dir() and labelled:
+        raise InputError(f"{path} is a folder of scans: training and selection need a "
+                         "cohort table with ages and groups")
+    frame = scan_table(path) if path.is_dir() else read_table(path, "cohort table")
+    optional = OPTIONAL_COLUMNS + (() if labelled else LABELS)
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns and c not in optional]
     if missing:
         raise InputError(
             f"{path}: missing column(s) {', '.join(missing)}; a cohort table needs "
-            f"{', '.join(MANIFEST_COLUMNS)} (found {', '.join(frame.columns)})"
-        )
+            f"{', '.join(c for c in MANIFEST_COLUMNS if c not in optional)} and may have "
+            f"{', '.join(optional)} (found {', '.join(frame.columns)})")
     if frame.empty:
         raise InputError(f"{path}: no rows; a cohort table needs one row per scan")
-    problems: list[str] = []
     frame = frame.copy()
+    for column in optional:
+        if column not in frame.columns:
+            if labelled:
+                log.warning("%s: no %s column; every row gets %s=%s", path, column, column,
+                            UNKNOWN)
+            frame[column] = UNKNOWN if column != "age" else ""
+    if not labelled:
+        frame["group"] = frame["group"].replace("", UNKNOWN)
     frame["subject_id"] = frame["subject_id"].str.strip()
     frame["path"] = [_resolve(p.strip(), path.parent) for p in frame["path"]]
     ages = pd.to_numeric(frame["age"].str.strip(), errors="coerce")
+    problems = _row_problems(frame, ages, check_files=check_files, labelled=labelled)
+    if problems:
+        raise InputError(f"{path}: {len(problems)} problem(s)\n{problem_list(problems)}")
+    frame["age"] = ages.astype(float)
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _row_problems(frame: pd.DataFrame, ages: pd.Series, *, check_files: bool,
+                  labelled: bool) -> list[str]:
+    """Every bad cell of a cohort table, as "line L, column C: what is wrong"."""
+    problems: list[str] = []
+    groups = tuple(GROUPS) if labelled else (*GROUPS, UNKNOWN)
     first_line: dict[str, int] = {}
     for row, record in enumerate(frame.itertuples(index=False)):
         where = f"line {line_of(row)}"
@@ -87,7 +123,8 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
             first_line[record.subject_id] = line_of(row)
         age = ages.iloc[row]
         if not record.age.strip():
-            problems.append(f"{where}, column age: missing")
+            if labelled:
+                problems.append(f"{where}, column age: missing")
         elif not math.isfinite(age):
             problems.append(f"{where}, column age: {record.age!r} is not a number (years)")
         elif not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
@@ -95,20 +132,29 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
                             f"{AGE_RANGE[0]}–{AGE_RANGE[1]} years")
         if record.sex not in SEXES:
             problems.append(f"{where}, column sex: {record.sex!r}, expected one of {SEXES}")
-        if record.group not in GROUPS:
+        if record.group not in groups:
             problems.append(f"{where}, column group: unknown group {record.group!r}, "
-                            f"expected one of {tuple(GROUPS)}")
+                            f"expected one of {groups}")
         if not record.site.strip():
             problems.append(f"{where}, column site: empty (use one value for a single site)")
         if not record.path:
             problems.append(f"{where}, column path: empty")
-        elif check_files and not Path(record.path).is_file():
+        elif check_files and not scan_exists(record.path):
             problems.append(f"{where}, column path: no such file {record.path}")
-    if problems:
-        raise InputError(f"{path}: {len(problems)} problem(s)\n{problem_list(problems)}")
-    frame["age"] = ages.astype(float)
-    frame.attrs["source"] = str(path)
-    return frame
+    return problems
+
+
+SCAN_SUFFIXES = (".nii", ".nii.gz")
+
+
+def scan_table(folder: Path) -> pd.DataFrame:
+    """A folder of scans as a table of strings: one row per NIfTI file under it, in path order,
+    `subject_id` being the file's path inside the folder without its suffix."""
+    scans = sorted(p for p in folder.rglob("*") if p.name.endswith(SCAN_SUFFIXES))
+    if not scans:
+        raise InputError(f"{folder}: no NIfTI file (*.nii, *.nii.gz) in this folder")
+    ids = [str(p.relative_to(folder)).removesuffix(".gz").removesuffix(".nii") for p in scans]
+    return pd.DataFrame({"subject_id": ids, "path": [str(p.resolve()) for p in scans]})
 
 
 def _resolve(value: str, folder: Path) -> str:
@@ -140,5 +186,5 @@ def _examples(values: Iterable[str], n: int = 5) -> str:
 
 
 def group_labels(frame: pd.DataFrame) -> pd.Series:
-    """Integer labels of the `group` column (HC 0, MDD 1, diabetes 2, dual 3)."""
-    return frame["group"].map(GROUPS).astype(int)
+    """Integer labels of the `group` column (HC 0, MDD 1, diabetes 2, dual 3; −1 unknown)."""
+    return frame["group"].map(GROUPS).fillna(-1).astype(int)

@@ -157,20 +157,26 @@ class BrainAgeDataModule(CohortDataModule):
 
     Splits are stratified by group and site over the whole manifest; the train/val/test loaders
     hold only `train_groups` (healthy controls by default: the model learns normal ageing), and
-    `predict_dataloader` every usable row of the manifest, in file order.
+    `predict_dataloader` every usable row of the manifest, in file order. With
+    `labelled=False` (prediction only) ages and groups may be unknown and there are no splits.
     """
 
     def __init__(self, manifest: str, *, train_groups: Sequence[str] = ("HC",),
-                 splits_file: str | None = None, **kwargs: Any) -> None:
+                 splits_file: str | None = None, labelled: bool = True,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("split_fractions", {"train": 0.7, "val": 0.15, "test": 0.15})
         super().__init__(splits_file=splits_file or str(default_splits_file(manifest)), **kwargs)
         self.manifest, self.train_groups = manifest, list(train_groups)
+        self.labelled = labelled
         self.table: pd.DataFrame | None = None
         self.split_ids: dict[str, list[str]] = {}  # split name → subject ids, every group
 
+    def _manifest(self) -> pd.DataFrame:
+        return read_manifest(self.manifest, labelled=self.labelled)
+
     def prepare_data(self) -> None:
         if self.table is None:  # once set up, the cache is built and the table checked
-            self._cached(read_manifest(self.manifest))
+            self._cached(self._manifest())
 
     def split_of(self, subject_ids: pd.Series) -> pd.Series:
         """The split (`train`, `val`, …) each subject belongs to, patients included."""
@@ -179,7 +185,10 @@ class BrainAgeDataModule(CohortDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.table is not None:
             return
-        table = read_manifest(self.manifest)
+        table = self._manifest()
+        if not self.labelled:
+            self.table = self._cached(table)
+            return
         ids = self.split_ids = load_or_make_splits(table, self.splits_file, self.split_fractions,
                                                    seed=self.seed)
         self.table = self._cached(table)

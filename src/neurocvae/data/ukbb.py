@@ -10,19 +10,26 @@ Group rule (docs/science.md §1.1), imaging visit (instance 2):
 | dual     | 3, 4 or 5                   | present                            |
 
 Everybody else (bipolar 1/2, missing status, no imaging age, no image file) is excluded, with the
-reason, into `excluded.csv`. Images are field 20252 as delivered: `<eid>_20252_2_0/T1/<file>`.
+reason, into `excluded.csv`. Sex (31-0.0) and assessment centre (54-2.0) are optional: a table
+without them gets `unknown` for every participant, with a warning. Images are field 20252 as
+delivered: the zip `<eid>_20252_2_0.zip` holding `T1/<file>` (read in place, never unpacked),
+or the unpacked folder `<eid>_20252_2_0/T1/<file>`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from neurocvae.data.cohort import read_table
+from neurocvae.data.archives import ARCHIVE_SUFFIX, scan_exists
+from neurocvae.data.cohort import UNKNOWN, read_table
 from neurocvae.errors import InputError
+
+log = logging.getLogger(__name__)
 
 FIELDS = {
     "eid": "eid",
@@ -32,6 +39,7 @@ FIELDS = {
     "sex": "31-0.0",
     "site": "54-2.0",
 }
+OPTIONAL_FIELDS = ("sex", "site")
 IMAGES = {
     # What pretrained SFCN expects: brain-extracted, linearly (affine) registered to MNI152 1 mm.
     "linear": "T1_brain_linearto_MNI.nii.gz",
@@ -59,10 +67,14 @@ def read_phenotypes(path: Path) -> pd.DataFrame:
     frame = read_table(path, "phenotype table", sep=sep,
                        usecols=lambda c: canonical_column(c) in wanted)
     frame.columns = [canonical_column(c) for c in frame.columns]
-    missing = [f"{key} ({field} or f.{field.replace('-', '.')})"
-               for key, field in FIELDS.items() if field not in frame.columns]
-    if missing:
-        raise InputError(f"{path}: missing UK Biobank field(s): {'; '.join(missing)}")
+    missing = [key for key, field in FIELDS.items() if field not in frame.columns]
+    required = [f"{key} ({FIELDS[key]} or f.{FIELDS[key].replace('-', '.')})"
+                for key in missing if key not in OPTIONAL_FIELDS]
+    if required:
+        raise InputError(f"{path}: missing UK Biobank field(s): {'; '.join(required)}")
+    for key in missing:
+        log.warning("%s: no %s field (%s): every participant gets %s=%s", path, key,
+                    FIELDS[key], key, UNKNOWN)
     return frame
 
 
@@ -92,8 +104,12 @@ def assign_groups(depression: pd.Series, diabetes: pd.Series) -> pd.Series:
 
 
 def image_path(imaging_root: Path, eid: str, image: str) -> Path:
-    """Where UK Biobank delivers the T1 of field 20252, instance 2, for participant `eid`."""
-    return imaging_root / f"{eid}_20252_2_0" / "T1" / IMAGES[image]
+    """The T1 of field 20252, instance 2, of participant `eid`: in the unpacked folder when
+    there is one, else inside the zip as delivered (`neurocvae.data.archives`)."""
+    name = f"{eid}_20252_2_0"
+    folder = imaging_root / name
+    base = folder if folder.is_dir() else imaging_root / f"{name}{ARCHIVE_SUFFIX}"
+    return base / "T1" / IMAGES[image]
 
 
 def build_ukbb_manifest(phenotypes: Path, imaging_root: Path, *, image: str = "linear"
@@ -111,13 +127,15 @@ def build_ukbb_manifest(phenotypes: Path, imaging_root: Path, *, image: str = "l
     age = _numbers(table, "age", phenotypes)
     depression = _numbers(table, "depression", phenotypes)
     diabetes = _numbers(table, "diabetes", phenotypes)
-    sex = _numbers(table, "sex", phenotypes).map(SEX_CODES)
-    site = table[FIELDS["site"]].str.strip()
+    unknown = pd.Series(UNKNOWN, index=table.index)
+    sex = (_numbers(table, "sex", phenotypes).map(SEX_CODES) if FIELDS["sex"] in table
+           else unknown)
+    site = table[FIELDS["site"]].str.strip() if FIELDS["site"] in table else unknown
     group = assign_groups(depression, diabetes)
     paths = pd.Series([image_path(imaging_root, e, image) for e in eid], index=table.index)
 
     reasons = pd.Series("", index=table.index)
-    reasons[paths.map(lambda p: not p.is_file())] = f"no image {IMAGES[image]}"
+    reasons[~paths.map(scan_exists)] = f"no image {IMAGES[image]}"
     reasons[site == ""] = "no assessment centre (54-2.0)"
     reasons[sex.isna()] = "no sex (31-0.0)"
     reasons[age.isna()] = "no age at the imaging visit (21003-2.0)"

@@ -9,13 +9,13 @@ over the *whole* field of view (zeros included) before the crop.
 from __future__ import annotations
 
 import gzip
+import zipfile
 import zlib
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -28,6 +28,7 @@ from monai.transforms import (
     Spacingd,
 )
 
+from neurocvae.data.archives import read_nifti
 from neurocvae.errors import InputError
 
 NORMALISATIONS = ("mean", "minmax_global", "zscore_brain")
@@ -131,7 +132,7 @@ def check_crop(paths: Iterable[str], preprocessing: Preprocessing) -> None:
         return
     for path in paths:
         try:
-            header = nib.load(str(path)).header
+            header = read_nifti(path).header
         except Exception:  # unreadable: the cache names it with its problem
             continue
         grid = np.array(header.get_data_shape()[:3], dtype=float)
@@ -152,9 +153,11 @@ def check_crop(paths: Iterable[str], preprocessing: Preprocessing) -> None:
 def read_shape(path: str | Path) -> tuple[int, ...]:
     """The array shape from the header only (cheap: no decompression of the data)."""
     try:
-        return tuple(nib.load(str(path)).shape)
+        return tuple(read_nifti(path).shape)
     except FileNotFoundError as error:
         raise VolumeError(path, "no such file") from error
+    except zipfile.BadZipFile as error:
+        raise VolumeError(path, f"truncated or corrupt zip archive ({error})") from error
     except Exception as error:  # nibabel raises many kinds for a bad header
         raise VolumeError(path, f"unreadable NIfTI header ({type(error).__name__}: {error})"
                           ) from error
@@ -163,10 +166,12 @@ def read_shape(path: str | Path) -> tuple[int, ...]:
 def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """`(data float32 [X, Y, Z], affine 4×4)`, or `VolumeError` saying what is wrong."""
     try:
-        image = nib.load(str(path))
+        image = read_nifti(path)
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except FileNotFoundError as error:
         raise VolumeError(path, "no such file") from error
+    except zipfile.BadZipFile as error:
+        raise VolumeError(path, f"truncated or corrupt zip archive ({error})") from error
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise VolumeError(path, f"truncated or corrupt compressed file ({error})") from error
     except Exception as error:  # nibabel's errors for broken headers and short data
