@@ -168,8 +168,9 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                 datamodule, baselines, split).items()}
     pictures = {}
     if figures:
-        pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png"),
-                    "examples": plots.plot_examples(decoded.examples, out_dir / "examples.png")}
+        pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png")}
+        if decoded.examples:
+            pictures["examples"] = plots.plot_examples(decoded.examples, out_dir / "examples.png")
         curves = run_dir / "logs" / "metrics.csv"
         if curves.is_file():
             pictures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")

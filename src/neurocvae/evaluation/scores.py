@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from neurocvae.contrastive.latents import code_columns
+from neurocvae.data.cohort import UNKNOWN
 from neurocvae.evaluation import metrics
 
 SPACES = ("salient", "shared")
@@ -40,11 +41,15 @@ def standardised(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) ->
 
 
 def rsa(codes: np.ndarray, table: pd.DataFrame) -> dict[str, float]:
-    """Kendall τ of the space's distances with every known ground-truth factor; `severity` is
-    the mean over patterns of τ within the patients carrying that pattern."""
+    """Kendall τ of the space's distances with every known ground-truth factor (categorical
+    ones over the scans where they are not `unknown`); `severity` is the mean over patterns of
+    τ within the patients carrying that pattern."""
     result = {c: metrics.rsa_tau(codes, table[c].to_numpy()) for c in CONTINUOUS if c in table}
-    result |= {c: metrics.rsa_tau(codes, table[c].to_numpy(), categorical=True)
-               for c in CATEGORICAL if c in table}
+    for column in CATEGORICAL:
+        if column in table:
+            known = (table[column] != UNKNOWN).to_numpy()
+            result[column] = metrics.rsa_tau(codes[known], table[column].to_numpy()[known],
+                                             categorical=True)
     within = []
     for column in severity_columns(table):
         carriers = (table[column] > 0).to_numpy()
