@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from neurocvae.brainage.bins import AgeRangeWarning
 from neurocvae.brainage.correction import BiasCorrection
@@ -88,6 +89,25 @@ def test_a_saved_checkpoint_predicts_the_same_without_training(trained, cohort, 
     assert (first["brain_age"] - again["brain_age"]).abs().max() < 1e-4
     assert not again["sfcn_fit"].any()  # nothing was fitted: every control may be background
     assert not (out_dir / "checkpoints").exists()
+
+
+def test_the_best_checkpoint_carries_batchnorm_statistics_of_its_own_weights(trained, cohort):
+    import hydra
+
+    from neurocvae.brainage.precise_bn import batchnorm_layers, recompute_batchnorm
+    from neurocvae.brainage.stage import sfcn_module
+
+    cfg = config(cohort, trained.parent / "unused", "train=false",
+                 f"weights={trained / 'checkpoints' / 'best.ckpt'}")
+    module = sfcn_module(cfg).eval()
+    saved = [layer.running_mean.clone() for layer in batchnorm_layers(module)]
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    recompute_batchnorm(module, (datamodule.on_after_batch_transfer(b, 0)["image"]
+                                 for b in datamodule.statistics_dataloader()))
+    for before, layer in zip(saved, batchnorm_layers(module), strict=True):
+        torch.testing.assert_close(layer.running_mean, before, rtol=1e-4, atol=1e-5)
 
 
 def predict(cohort: Path, out_dir: Path, trained: Path, manifest: Path, *extra: str):
@@ -231,6 +251,31 @@ def test_installed_command_learns_age_on_the_ci_cohort(ci_cohort, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_ddp_predicts_an_odd_table_once_per_scan_and_trains_with_precise_batchnorm(
+        trained, cohort, tmp_path):
+    """Two processes on 89 scans: no scan padded in twice, the same ages as one process; and a
+    DDP training run, whose BatchNorm statistics are recomputed on both ranks and averaged."""
+    table = pd.read_csv(cohort / "manifest.csv").iloc[:89]
+    table["path"] = [str(cohort / p) for p in table["path"]]
+    table.drop(columns=["age", "group"]).to_csv(tmp_path / "odd.csv", index=False)
+    common = [*FAST, f"data.cache_dir={tmp_path / 'cache'}"]
+    predicting = ["task=predict", "train=false", f"data.manifest={tmp_path / 'odd.csv'}",
+                  f"weights={trained / 'checkpoints' / 'best.ckpt'}"]
+    predict(cohort, tmp_path / "one", trained, tmp_path / "odd.csv")
+    for name, args in {"two": predicting, "trained": [f"data.manifest={cohort / 'manifest.csv'}",
+                                                     "trainer.max_epochs=1"]}.items():
+        result = subprocess.run([command(), *common, *args, "trainer=ddp_cpu",
+                                 f"out_dir={tmp_path / name}"], capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one = pd.read_csv(tmp_path / "one" / "brainage.csv").set_index("subject_id")
+    two = pd.read_csv(tmp_path / "two" / "brainage.csv").set_index("subject_id")
+    assert two.index.is_unique and len(two) == 89
+    assert (one["brain_age"] - two.loc[one.index, "brain_age"]).abs().max() < 1e-4
+    assert (tmp_path / "trained" / "checkpoints" / "best.ckpt").is_file()
+
+
 def test_two_ddp_processes_predict_every_scan_once_as_one_process_does(trained, cohort,
                                                                        tmp_path):
     """`trainer=ddp_cpu`: each rank predicts half the scans; the first gathers them, fits the

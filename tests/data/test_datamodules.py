@@ -138,6 +138,12 @@ def test_ranks_share_out_one_order(tmp_path):
     shards = [list(EpochSampler(10, seed=1, num_replicas=3, rank=r)) for r in range(3)]
     assert {len(s) for s in shards} == {4}  # padded to equal length, like DistributedSampler
     assert {i for s in shards for i, _ in s} == set(range(10))
+    once = [list(EpochSampler(10, seed=1, shuffle=False, num_replicas=3, rank=r, pad=False))
+            for r in range(3)]
+    assert [len(s) for s in once] == [4, 3, 3]  # for measuring and predicting: no repeats
+    assert sorted(i for s in once for i, _ in s) == list(range(10))
+    assert [len(EpochSampler(10, seed=1, num_replicas=3, rank=r, pad=False)) for r in range(3)] \
+        == [4, 3, 3]
 
 
 def test_bad_volumes_can_be_skipped_into_rejected_csv(tiny_cohort, tmp_path):

@@ -30,6 +30,7 @@ from neurocvae.brainage import plots
 from neurocvae.brainage.bins import AgeBins
 from neurocvae.brainage.correction import BiasCorrection, agreement, require_controls
 from neurocvae.brainage.module import BrainAgeModule
+from neurocvae.brainage.precise_bn import PreciseBatchNorm
 from neurocvae.brainage.selection import match_background, select_targets, summarise
 from neurocvae.brainage.sfcn import load_weights
 from neurocvae.checks import check_trainer, require_number
@@ -79,22 +80,27 @@ def sfcn_module(cfg: DictConfig) -> BrainAgeModule:
 def predict_every_scan(trainer: pl.Trainer, module: BrainAgeModule,
                        datamodule: BrainAgeDataModule, ckpt_path: str | None = None
                        ) -> pd.DataFrame | None:
-    """`datamodule.table` (every usable scan) with `brain_age` (years), and the throughput in
-    the log. None on every DDP rank but the first, which gets every prediction."""
+    """`datamodule.table` (every usable scan) with `brain_age` (years); the throughput goes to
+    the log and to `table.attrs["throughput"]`. None on every DDP rank but the first, which
+    gets every prediction."""
     start = time.perf_counter()
     predicted = gather_predictions(
         trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=ckpt_path))
     if not trainer.is_global_zero:
         return None
     seconds = time.perf_counter() - start
+    throughput = {"scans": len(predicted), "seconds": seconds,
+                  "scans_per_second": len(predicted) / seconds, "devices": trainer.world_size}
     log.info("predicted %d scans in %.1f s (%.2f scans/s on %d device(s))", len(predicted),
-             seconds, len(predicted) / seconds, trainer.world_size)
+             seconds, throughput["scans_per_second"], trainer.world_size)
     table = datamodule.table
     unpredicted = set(table["subject_id"]) - set(predicted["subject_id"])
     if unpredicted or not predicted["subject_id"].is_unique:
         raise RuntimeError(f"prediction covered {predicted['subject_id'].nunique()} of "
                            f"{len(table)} scans ({len(predicted)} predictions)")
-    return table.merge(predicted, on="subject_id", validate="one_to_one")
+    table = table.merge(predicted, on="subject_id", validate="one_to_one")
+    table.attrs["throughput"] = throughput
+    return table
 
 
 def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
@@ -115,6 +121,8 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
         callbacks = [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
                                      monitor="val/mae", mode="min"),
                      EarlyStopping("val/mae", patience=cfg.early_stopping_patience)]
+        if cfg.precise_bn_batches:
+            callbacks.insert(0, PreciseBatchNorm(cfg.precise_bn_batches))
     bins.check(datamodule.table["age"], "scans")
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=CSVLogger(out_dir, name="logs", version=""))
@@ -152,7 +160,8 @@ def predict_only(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if table is None:
         return {}
     aged = table["age"].notna()
-    metrics: dict[str, Any] = {"scans": len(table), "with_age": int(aged.sum())}
+    metrics: dict[str, Any] = {"scans": len(table), "with_age": int(aged.sum()),
+                               "throughput": table.attrs["throughput"]}
     if aged.sum() >= 2:
         metrics["raw"] = agreement(table.loc[aged, "brain_age"], table.loc[aged, "age"])
     if correction is not None:

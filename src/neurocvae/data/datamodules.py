@@ -200,13 +200,20 @@ class BrainAgeDataModule(CohortDataModule):
         self._fit_intensity(self.splits["train"])
 
     def _draws(self, name: str, *, train: bool) -> tuple[Dataset, EpochSampler]:
+        """Training: shuffled and padded to equal length per DDP rank; else every scan once."""
         dataset = self.dataset(self.splits[name], train=train)
-        return dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=train)
+        return dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=train, pad=train)
+
+    def statistics_dataloader(self) -> DataLoader:
+        """The training split once, in order, unaugmented (each DDP rank its own part): what
+        BatchNorm statistics are recomputed over (`neurocvae.brainage.precise_bn`)."""
+        return self._split_loader("train")
 
     def predict_dataloader(self) -> DataLoader:
+        """Every usable scan once (under DDP, each on one rank)."""
         dataset = self.dataset(self.table)
-        return self._loader(dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=False),
-                            train=False)
+        return self._loader(dataset, EpochSampler(len(dataset), seed=self.seed, shuffle=False,
+                                                  pad=False), train=False)
 
 
 class ContrastiveDataModule(CohortDataModule):

@@ -88,13 +88,14 @@ class EpochSampler(DistributedSampler):
 
     Deterministic in `(seed, epoch)` (Lightning calls `set_epoch`); without `shuffle` the draws
     are the same every epoch (validation). Under DDP each rank takes every world-th draw of the
-    same order (padded by repetition to equal length, like `DistributedSampler`); being one,
-    Lightning does not wrap it.
+    same order, padded by repetition to equal length like `DistributedSampler` unless `pad` is
+    false (then each item is drawn exactly once over the ranks: for measuring and predicting);
+    being one, Lightning does not wrap it.
     """
 
     def __init__(self, n: int, *, seed: int, shuffle: bool = True,
                  pairing: Pairing | None = None, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
+                 rank: int | None = None, pad: bool = True) -> None:
         distributed = dist.is_available() and dist.is_initialized()
         if num_replicas is None:
             num_replicas = dist.get_world_size() if distributed else 1
@@ -102,13 +103,17 @@ class EpochSampler(DistributedSampler):
             rank = dist.get_rank() if distributed else 0
         super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed)
-        self.n, self.pairing = n, pairing
+        self.n, self.pairing, self.pad = n, pairing, pad
+
+    def __len__(self) -> int:
+        return self.num_samples if self.pad else len(range(self.rank, self.n, self.num_replicas))
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         rng = np.random.default_rng([self.seed, self.epoch] if self.shuffle else [self.seed])
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         partner = self.pairing(rng) if self.pairing is not None else None
         seeds = rng.integers(0, MAX_SEED, size=self.n)
-        for i in np.resize(order, self.total_size)[self.rank::self.num_replicas]:
+        drawn = np.resize(order, self.total_size) if self.pad else order
+        for i in drawn[self.rank::self.num_replicas]:
             i = int(i)
             yield (i, int(seeds[i])) if partner is None else (i, int(partner[i]), int(seeds[i]))
