@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/precise_bn.py   # after `make demo`; writes results/precise_bn.md
 
-Runs `neurocvae.brainage.run` with the demo's settings (quarter-width SFCN, Adam 1e-3, batch 4,
+Runs `neurocvae.brainage.run` with the demo's settings (quarter-width SFCN, Adam 1e-3, batch 8,
 25 epochs, 4 mm, the demo cohort and cache) for seeds 0, 1, 2, once with the running BatchNorm
 statistics (`precise_bn_batches=null`) and once recomputed before each validation
 (`precise_bn_batches=200`). Reports the held-out test controls' MAE (raw and bias-corrected;
@@ -46,7 +46,7 @@ def one_run(seed: int, batches: str, out_dir: Path) -> dict[str, float]:
     return {"seed": seed, "test MAE raw (y)": held["raw"]["mae"],
             "test MAE corrected (y)": held["corrected"]["mae"],
             "best val MAE (y)": curve.min(),
-            "mean |Δ val MAE| between epochs (y)": float(np.abs(np.diff(curve)).mean()),
+            "mean change of val MAE between epochs (y)": float(np.abs(np.diff(curve)).mean()),
             "seconds": seconds}
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     RESULT.write_text("\n".join([
         "# Precise BatchNorm against running statistics (brain age, the demo's settings)", "",
         f"`.venv/bin/python experiments/precise_bn.py` after `make demo`, "
-        f"{time.strftime('%Y-%m-%d')}, 2 CPU cores: quarter-width SFCN, Adam 1e-3, batch 4, "
+        f"{time.strftime('%Y-%m-%d')}, 2 CPU cores: quarter-width SFCN, Adam 1e-3, batch 8, "
         "25 epochs, 4 mm; 600 controls split 50/25/25, the network trained on the first half, "
         "the correction fitted on the second quarter, the MAE measured on the last quarter.",
         "", "## Every run", "", markdown_table(table), "",

@@ -39,7 +39,7 @@ def test_the_former_names_of_the_original_configs_still_compose_the_same(old, ne
 
 
 COMMAND_GROUPS = {  # command config → the groups it composes, as its --help lists them
-    "brainage": ["paths", "data", "net", "optim", "trainer"],
+    "brainage": ["paths", "data", "net", "optim", "trainer", "logger"],
     "train": ["paths", "data", "arch", "latent", "beta", "gamma", "trainer", "callbacks", "logger",
               "experiment", "sweep", "hparams_search", "debug"],
     "synth": ["grid"],
@@ -68,7 +68,7 @@ def test_each_command_lists_only_its_groups_in_its_help():
     assert listing.splitlines()[2] == "net: sfcn, sfcn_small"
     assert "arch" not in listing and "hparams_search" not in listing
     template = (config_dir() / "brainage.yaml").read_text()
-    assert "${neurocvae.groups:paths,data,net,optim,trainer}" in template
+    assert "${neurocvae.groups:paths,data,net,optim,trainer,logger}" in template
 
 
 def test_one_paths_setting_moves_the_cache_and_the_run_folders():
@@ -77,4 +77,5 @@ def test_one_paths_setting_moves_the_cache_and_the_run_folders():
     assert cfg.data.cache_dir == "/scratch/cache"
     brainage = compose_config("brainage", ["data.manifest=m.csv", "paths.output_dir=/runs",
                                            "paths.cache_dir=/scratch/cache"])
-    assert brainage.out_dir == "/runs/brainage" and brainage.data.cache_dir == "/scratch/cache"
+    assert brainage.out_dir == f"/runs/brainage/{brainage.run_id}"
+    assert brainage.data.cache_dir == "/scratch/cache"

@@ -113,12 +113,14 @@ def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
 
 
 @contextmanager
-def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
+def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False,
+                reconstructions: bool = True
                 ) -> Iterator[tuple[list[Logger], list[pl.Callback]]]:
-    """The loggers of a `neurocvae-train` run and the callbacks they need: the CSV log; with
+    """The loggers of a training run and the callbacks they need: the CSV log; with
     `logger=tensorboard` TensorBoard's; with `logger=wandb` the W&B run, started here on rank 0
     so that a bad setting fails before training, and finished on the way out (a later run in
-    the same process, such as the next job of a multirun, then starts its own)."""
+    the same process, such as the next job of a multirun, then starts its own), with its
+    reconstruction pictures when the run has `reconstructions` and `log_images` asks."""
     csv = ResumableCSVLogger(out_dir)
     loggers: list[Logger] = [csv]
     callbacks: list[pl.Callback] = [RewindLogsOnResume(csv)]
@@ -143,7 +145,7 @@ def run_loggers(cfg: Any, out_dir: Path, *, multirun: bool = False
                                  "WANDB_API_KEY) or use logger.wandb.mode=offline"
                                  ) from error
         loggers.append(w)
-        if settings.get("log_images"):
+        if reconstructions and settings.get("log_images"):
             callbacks.append(LogReconstructions())
     try:
         yield loggers, callbacks

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig
@@ -34,6 +35,12 @@ from neurocvae.config import slurm_job_id
 from neurocvae.errors import InputError
 
 log = logging.getLogger(__name__)
+
+
+def draw_seed(seed: int, rank: int, batch: int, *salt: int) -> int:
+    """The seed of one rank's random draws at one batch: independent across ranks and batches,
+    and the same whenever the run reaches that batch (resumed or not)."""
+    return int(np.random.SeedSequence([seed, rank, batch, *salt]).generate_state(1)[0])
 
 
 def checkpoint_to_resume(ckpt_path: str | None, out_dir: Path) -> str | None:

@@ -39,14 +39,13 @@ def test_channels_last_gives_the_same_numbers():
     assert torch.allclose(fast(x), plain(x), atol=1e-4)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
 def test_training_steps_lower_the_loss_on_one_batch():
     model = module()
     optimizer = model.configure_optimizers()
     data = batch()
     losses = []
     for _ in range(5):
-        loss = model.training_step(data, 0)
+        loss, _ = model.loss_of(data)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -212,8 +212,8 @@ def test_a_manifest_without_rows_is_refused(tmp_path, capsys):
 def test_results_are_not_overwritten_unless_asked(trained, cohort, capsys):
     with pytest.raises(SystemExit):
         brainage(config(cohort, trained))
-    assert "already holds ['brainage.csv', 'target.csv', 'background.csv', 'checkpoints', " \
-        "'logs']" in capsys.readouterr().err
+    assert "already holds ['brainage.csv', 'lbc.json', 'metrics.json', 'target.csv', " \
+        "'background.csv']" in capsys.readouterr().err
 
 
 def test_overwriting_replaces_the_old_checkpoints(trained, cohort, tmp_path):
@@ -221,7 +221,8 @@ def test_overwriting_replaces_the_old_checkpoints(trained, cohort, tmp_path):
     shutil.copytree(trained, out_dir)
     (out_dir / "checkpoints" / "stale.ckpt").write_text("from an earlier run")
     brainage(config(cohort, out_dir, "overwrite=true", "trainer.max_epochs=1"))
-    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["best.ckpt"]
+    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["best.ckpt",
+                                                                          "last.ckpt"]
 
 
 def command() -> str:

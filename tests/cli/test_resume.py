@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # 12 training backgrounds in batches of 2: 6 batches per epoch, checkpoints every 4 batches and
 # at each epoch's end. 48³ inputs make a batch take long enough (≈ 0.1 s) to kill it mid-way.
 RESUMABLE = ["data.preprocessing.shape=[48,48,48]", "arch.channels=[8,16]", "data.batch_size=2",
-             "trainer.max_epochs=3", "checkpoint.every_n_batches=4", "early_stopping.patience=null"]
+             "trainer.max_epochs=3", "checkpoint.every_n_batches=4",
+             "callbacks.early_stopping.patience=null"]
 BATCHES_PER_EPOCH = 6
 SAVE_POINTS = {4, 6, 8, 12, 16, 18}  # batches_seen of every last.ckpt (every 4, epoch ends)
 
@@ -85,6 +86,7 @@ def uninterrupted(sets, tmp_path_factory) -> Path:
 @pytest.mark.parametrize(("kill_after", "resumed_at"), [
     (4, 4),   # mid-epoch: after the checkpoint at batch 4, rows logged after it
     (6, 6),   # early in epoch 1: from the checkpoint at epoch 0's end
+    (9, 8),   # mid-epoch 1: the loader resumes epoch 1's order, not epoch 0's
 ])
 def test_a_killed_run_started_again_ends_like_an_uninterrupted_one(sets, tmp_path, uninterrupted,
                                                                    kill_after, resumed_at):

@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from neurocvae.contrastive.build import build_module, load_module
-from neurocvae.contrastive.module import draw_seed
 from neurocvae.errors import TrainingDiverged
+from neurocvae.runs import draw_seed
 from tests.conftest import compose_config
 
 SHAPE = (12, 12, 12)

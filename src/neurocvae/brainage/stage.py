@@ -3,7 +3,9 @@
 `cfg` is `conf/brainage.yaml` composed. With `task=full` it writes into `out_dir`:
 `brainage.csv` (every scan: split, whether it fitted the network or the correction, predicted
 and corrected age, BAG), `lbc.json`, `metrics.json` and the plots, then `target.csv`,
-`background.csv` and `selection.json`, and `checkpoints/` when it trains. With `task=predict`
+`background.csv` and `selection.json`, and when it trains `checkpoints/` (`best.ckpt`,
+`last.ckpt`) and `logs/`; started again on an unfinished training run's folder it resumes from
+`last.ckpt`, to the batch. With `task=predict`
 it predicts every scan of any table (ages and groups optional) with `weights` and writes
 `brainage.csv` (the table plus `brain_age`; with `correction.file`, `corrected_age` and `bag`
 where the age is known) and `metrics.json`.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from neurocvae.brainage import plots
 from neurocvae.brainage.bins import AgeBins
@@ -36,11 +39,13 @@ from neurocvae.brainage.sfcn import load_weights
 from neurocvae.checks import check_trainer, require_number
 from neurocvae.data.cohort import HEALTHY
 from neurocvae.data.datamodules import BrainAgeDataModule
-from neurocvae.errors import InputError
+from neurocvae.errors import InputError, Stopped
 from neurocvae.files import write_json, write_text_atomically
+from neurocvae.logs import check_loggers, run_loggers
+from neurocvae.runs import LastCheckpoint, checkpoint_to_resume, cluster_plugins
 
 log = logging.getLogger(__name__)
-RESULTS = ("brainage.csv", "target.csv", "background.csv", "checkpoints", "logs")
+RESULTS = ("brainage.csv", "lbc.json", "metrics.json", "target.csv", "background.csv")
 TASKS = ("full", "predict")
 
 
@@ -74,7 +79,8 @@ def sfcn_module(cfg: DictConfig) -> BrainAgeModule:
         load_weights(net, cfg.weights)
     optim = hydra.utils.instantiate(cfg.optim)
     return BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler,
-                          bins=AgeBins(**cfg.bins), channels_last=cfg.channels_last)
+                          bins=AgeBins(**cfg.bins), channels_last=cfg.channels_last,
+                          seed=cfg.seed)
 
 
 def predict_every_scan(trainer: pl.Trainer, module: BrainAgeModule,
@@ -103,6 +109,40 @@ def predict_every_scan(trainer: pl.Trainer, module: BrainAgeModule,
     return table
 
 
+def training_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
+    """`best.ckpt` (lowest `val/mae`: it predicts), `last.ckpt` (resume), early stopping, and
+    precise BatchNorm when asked."""
+    chosen: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/mae",
+                        mode="min"),
+        LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_batches),
+        EarlyStopping("val/mae", patience=cfg.early_stopping_patience)]
+    if cfg.precise_bn_batches:
+        chosen.insert(0, PreciseBatchNorm(cfg.precise_bn_batches))
+    return chosen
+
+
+def fit_sfcn(cfg: DictConfig, module: BrainAgeModule, datamodule: BrainAgeDataModule,
+             out_dir: Path) -> pl.Trainer:
+    """Train (or resume, from `<out_dir>/checkpoints/last.ckpt`) on the run machinery of the
+    contrastive stage: checkpoints every `checkpoint.every_n_batches`, at epoch ends and on
+    SIGTERM / SIGUSR1 (then `Stopped`), the chosen loggers, SLURM requeue, DDP."""
+    callbacks = training_callbacks(cfg, out_dir)
+    resume = checkpoint_to_resume("last", out_dir)
+    if resume:
+        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+    with run_loggers(cfg, out_dir, reconstructions=False) as (loggers, logging_callbacks):
+        trainer: pl.Trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=[*callbacks, *logging_callbacks], logger=loggers,
+            plugins=cluster_plugins() or None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        except SIGTERMException:
+            stopper = next(c for c in callbacks if isinstance(c, LastCheckpoint))
+            raise Stopped(stopper.exit_status) from None
+    return trainer
+
+
 def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
                  out_dir: Path) -> pd.DataFrame | None:
     """Train or load SFCN, then predict every usable scan: the manifest + split, `sfcn_fit`,
@@ -114,20 +154,14 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
     split = datamodule.split_of(datamodule.table["subject_id"])
     require_controls(controls_of(datamodule.table.assign(split=split), fit_on).sum(),
                      cfg.correction.min_subjects, calibration_controls(fit_on))
+    bins.check(datamodule.table["age"], "scans")
+    pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
     module = sfcn_module(cfg)
-    callbacks = []
     if cfg.train:
         bins.check(datamodule.splits["train"]["age"], "training subjects")
-        callbacks = [ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
-                                     monitor="val/mae", mode="min"),
-                     EarlyStopping("val/mae", patience=cfg.early_stopping_patience)]
-        if cfg.precise_bn_batches:
-            callbacks.insert(0, PreciseBatchNorm(cfg.precise_bn_batches))
-    bins.check(datamodule.table["age"], "scans")
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=CSVLogger(out_dir, name="logs", version=""))
-    if cfg.train:
-        trainer.fit(module, datamodule=datamodule)
+        trainer = fit_sfcn(cfg, module, datamodule, out_dir)
+    else:
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
     table = predict_every_scan(trainer, module, datamodule, "best" if cfg.train else None)
     if table is None:
         return None
@@ -237,6 +271,11 @@ def check_settings(cfg: DictConfig) -> None:
     if existing and not cfg.overwrite:
         raise InputError(f"{cfg.out_dir} already holds {existing}: set overwrite=true to replace "
                          "them, or choose another out_dir")
+    check_loggers(cfg.get("logger"))
+    every = cfg.checkpoint.every_n_batches
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
+                         "or null (a checkpoint at each epoch's end only)")
     if cfg.task not in TASKS:
         raise InputError(f"task={cfg.task!r}: expected one of {TASKS}")
     if cfg.task == "predict":
@@ -274,9 +313,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     but the first)."""
     check_settings(cfg)
     out_dir = Path(cfg.out_dir)
-    for name in ("checkpoints", "logs"):  # overwrite=true: a new run starts from nothing old
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-    pl.seed_everything(cfg.seed, workers=True)
+    if cfg.overwrite:  # a new run starts from nothing old; else an unfinished one resumes
+        for name in ("checkpoints", "logs"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.task == "predict":
         return predict_only(cfg, out_dir)

@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -55,6 +54,7 @@ from neurocvae.contrastive.discriminator import (
 from neurocvae.contrastive.nets import ContrastiveNets
 from neurocvae.contrastive.schedules import Schedule
 from neurocvae.errors import TrainingDiverged
+from neurocvae.runs import draw_seed
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 DECODER_REGULARISERS = ("none", "l2", "gp")
@@ -77,12 +77,6 @@ class ForwardPass:
     def joint(self) -> torch.Tensor:
         """[n, Z + S]: the targets' codes [z ‖ s], the discriminator's 'joint' sample."""
         return torch.cat([self.shared[:self.n], self.salient[:self.n]], dim=1)
-
-
-def draw_seed(seed: int, rank: int, batch: int, *salt: int) -> int:
-    """The seed of one rank's random draws at one batch: independent across ranks and batches,
-    and the same whenever the run reaches that batch (resumed or not)."""
-    return int(np.random.SeedSequence([seed, rank, batch, *salt]).generate_state(1)[0])
 
 
 def rows_of(tensor: torch.Tensor | None, part: slice) -> torch.Tensor | None:

@@ -135,7 +135,14 @@ class CohortDataModule(pl.LightningDataModule):
         return self._loader(dataset, sampler, train=train)
 
     def train_dataloader(self) -> DataLoader:
-        return self._split_loader("train", train=True)
+        """The training draws of the trainer's current epoch. The epoch is set here because a
+        run resumed mid-epoch iterates this loader (fast-forwarded to its saved position)
+        before Lightning sets the sampler's epoch: without it, a run resumed in epoch ≥ 1
+        would draw epoch 0's order."""
+        loader = self._split_loader("train", train=True)
+        if self.trainer is not None:
+            loader.sampler.set_epoch(self.trainer.current_epoch)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._split_loader("val")
