@@ -60,8 +60,8 @@ def controls_of(table: pd.DataFrame, split: str) -> pd.Series:
 
 def gather_predictions(trainer: pl.Trainer, batches: list[dict[str, Any]]) -> pd.DataFrame:
     """`subject_id` and `brain_age` (years) of every scan predicted by any rank. Under DDP each
-    rank predicts its own part of the scans (each scan once: Lightning's unrepeated sampler);
-    the parts are gathered on every rank."""
+    rank predicts its own part of the scans (each scan once: the prediction loader does not
+    pad); the parts are gathered on every rank."""
     predicted = pd.DataFrame({
         "subject_id": [s for batch in batches for s in batch["subject_id"]],
         "brain_age": np.concatenate([batch["brain_age"].numpy() for batch in batches])})
