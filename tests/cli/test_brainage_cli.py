@@ -220,7 +220,9 @@ def test_overwriting_replaces_the_old_checkpoints(trained, cohort, tmp_path):
     out_dir = tmp_path / "again"
     shutil.copytree(trained, out_dir)
     (out_dir / "checkpoints" / "stale.ckpt").write_text("from an earlier run")
+    (out_dir / "target.splits.json").write_text("{}")  # the train stage's splits of old sets
     brainage(config(cohort, out_dir, "overwrite=true", "trainer.max_epochs=1"))
+    assert not (out_dir / "target.splits.json").exists()
     assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["best.ckpt",
                                                                           "last.ckpt"]
 

@@ -38,7 +38,7 @@ from neurocvae.brainage.selection import match_background, select_targets, summa
 from neurocvae.brainage.sfcn import load_weights
 from neurocvae.checks import check_trainer, require_number
 from neurocvae.data.cohort import HEALTHY
-from neurocvae.data.datamodules import BrainAgeDataModule
+from neurocvae.data.datamodules import BrainAgeDataModule, default_splits_file
 from neurocvae.errors import InputError, Stopped
 from neurocvae.files import write_json, write_text_atomically
 from neurocvae.logs import check_loggers, run_loggers
@@ -162,7 +162,8 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
         trainer = fit_sfcn(cfg, module, datamodule, out_dir)
     else:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
-    table = predict_every_scan(trainer, module, datamodule, "best" if cfg.train else None)
+    best = trainer.checkpoint_callback.best_model_path if cfg.train else None
+    table = predict_every_scan(trainer, module, datamodule, best)
     if table is None:
         return None
     fitted = set(datamodule.splits["train"]["subject_id"]) if cfg.train else set()
@@ -345,8 +346,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(f"{error}. The predictions, the correction and their metrics are "
                          f"written (brainage.csv, lbc.json, metrics.json in {out_dir})") from None
     selected = [*datamodule.table.columns, "brain_age", "bag"]  # a manifest, plus brain age
-    write_text_atomically(out_dir / "target.csv", targets[selected].to_csv(index=False))
-    write_text_atomically(out_dir / "background.csv", background[selected].to_csv(index=False))
+    for name, rows in (("target.csv", targets), ("background.csv", background)):
+        # the splits the contrastive stage made of an earlier table do not fit this one
+        default_splits_file(out_dir / name).unlink(missing_ok=True)
+        write_text_atomically(out_dir / name, rows[selected].to_csv(index=False))
     write_json(out_dir / "selection.json", summary)
     plots.plot_age_histograms(targets, background, out_dir / "selection_ages.png",
                               bin_years=cfg.selection.bin_years)
