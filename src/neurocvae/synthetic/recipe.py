@@ -28,6 +28,7 @@ SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_
     "head_size": {"sd", "sex_difference", "centre_mm"},
     "shared_warp": {"centre_mm", "sigma_mm", "amplitude"},
     "severity": {"min", "max"},
+    "disease_strength": {"f", "tolerance", "pilot_patients"},  # read by synthetic.strength
 }
 
 
