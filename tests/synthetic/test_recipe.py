@@ -42,6 +42,10 @@ def test_ukbb_grid_is_the_fsl_mni152_frame():
         ("patterns.B.warp=0.9", "patterns.B.warp: 0.9 × severity max 1.5"),
         ("age.min=90", "age: min 90.0, max 80.0"),
         ("sites=[]", "sites: empty"),
+        ("age_by_group={MDD:{min:70,max:60}}", "age_by_group.MDD: min 70.0, max 60.0"),
+        ("age_by_group={ASD:{min:50,max:60}}", "unknown group 'ASD'"),
+        ("site_mix={MDD:{S9:1}}", "site_mix.MDD: {'S9': 1.0}; expected weights ≥ 0"),
+        ("site_mix={MDD:{S1:0}}", "site_mix.MDD: {'S1': 0.0}; expected weights ≥ 0 (not all 0)"),
     ],
 )
 def test_invalid_recipe_is_named(override, message):

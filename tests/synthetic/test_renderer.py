@@ -134,3 +134,18 @@ def test_ground_truth_records_every_factor(ci_cohort):
     assert truth["recipe_hash"].nunique() == 1
     for path in truth["twin_path"][truth["twin_path"] != ""]:
         assert (ci_cohort / path).is_file()
+
+
+def test_confounds_give_a_group_its_own_ages_and_sites_and_leave_the_rest_balanced():
+    plan = plan_cohort(synth_recipe("age_by_group={MDD:{min:60,max:80}}",
+                                    "site_mix={diabetes:{S1:3,S2:1}}"))
+    ages = plan.groupby("group")["age"]
+    assert ages.min()["MDD"] >= 60 and ages.min()["HC"] < 50  # older patients than controls
+    assert plan[plan["group"] == "diabetes"]["site"].value_counts().to_dict() == {"S1": 60,
+                                                                               "S2": 20}
+    assert set(plan[plan["group"] == "HC"]["site"].value_counts()) == {60}  # 4 sites × 60
+    default = plan_cohort(synth_recipe())
+    others = ["HC", "dual"]  # drawn exactly as without confounds
+    pd.testing.assert_frame_equal(
+        plan[plan["group"].isin(others)].drop(columns="subject_id").reset_index(drop=True),
+        default[default["group"].isin(others)].drop(columns="subject_id").reset_index(drop=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,12 @@ class Recipe:
     shared_warp_amplitude: float  # a = amplitude·u, u ~ N(0, 1)
     severity_range: tuple[float, float]
     twins: bool
+    age_by_group: dict[str, tuple[float, float]] = field(default_factory=dict)  # else age_range
+    site_mix: dict[str, dict[str, float]] = field(default_factory=dict)  # group → site weights
+
+    def ages_of(self, group: str) -> tuple[float, float]:
+        """The age range (years) of `group`'s subjects."""
+        return self.age_by_group.get(group, self.age_range)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> Recipe:
@@ -132,6 +138,10 @@ class Recipe:
                 shared_warp_amplitude=float(warp["amplitude"]),
                 severity_range=(float(cfg["severity"]["min"]), float(cfg["severity"]["max"])),
                 twins=bool(cfg["twins"]),
+                age_by_group={group: (float(ages["min"]), float(ages["max"]))
+                              for group, ages in (cfg.get("age_by_group") or {}).items()},
+                site_mix={group: {site: float(w) for site, w in weights.items()}
+                          for group, weights in (cfg.get("site_mix") or {}).items()},
             )
         except KeyError as missing:
             raise InputError(f"recipe: missing key {missing}") from None
@@ -179,9 +189,20 @@ class Recipe:
             if group not in GROUPS:
                 problems.append(f"age_acceleration.mean.{group}: unknown group '{group}'; "
                                 f"known groups: {known}")
-        lo, hi = self.age_range
-        if not 0 < lo < hi:
-            problems.append(f"age: min {lo}, max {hi}; expected 0 < min < max")
+        for where, (lo, hi) in [("age", self.age_range),
+                                *((f"age_by_group.{g}", r) for g, r in self.age_by_group.items())]:
+            if not 0 < lo < hi:
+                problems.append(f"{where}: min {lo}, max {hi}; expected 0 < min < max")
+        for group in [*self.age_by_group, *self.site_mix]:
+            if group not in GROUPS:
+                problems.append(f"age_by_group/site_mix: unknown group '{group}'; known groups: "
+                                f"{known}")
+        names = {site.name for site in self.sites}
+        for group, weights in self.site_mix.items():
+            unknown = sorted(set(weights) - names)
+            if unknown or any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+                problems.append(f"site_mix.{group}: {weights}; expected weights ≥ 0 (not all 0) "
+                                f"of the sites {sorted(names)}")
         if not 0 <= self.male_fraction <= 1:
             problems.append(f"male_fraction: {self.male_fraction}; expected within [0, 1]")
         if self.age_acceleration_sd < 0:
@@ -252,8 +273,9 @@ class Recipe:
     def _t_extremes(self) -> tuple[float, float]:
         deltas = list(self.age_acceleration.values()) or [0.0]
         spread = MAX_Z * self.age_acceleration_sd
-        lo = self.age_range[0] + min(deltas) - spread
-        hi = self.age_range[1] + max(deltas) + spread
+        ranges = [self.age_range, *self.age_by_group.values()]
+        lo = min(r[0] for r in ranges) + min(deltas) - spread
+        hi = max(r[1] for r in ranges) + max(deltas) + spread
         return ((lo - self.reference_age) / self.years_per_unit,
                 (hi - self.reference_age) / self.years_per_unit)
 

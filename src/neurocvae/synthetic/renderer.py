@@ -47,12 +47,21 @@ def _stratified_normal(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.clip(ndtri(_stratified(rng, n)), -MAX_Z, MAX_Z)
 
 
+def site_allocation(n: int, weights: list[float]) -> np.ndarray:
+    """n site indices in proportion to `weights` (largest remainders), in site order."""
+    share = np.asarray(weights, dtype=float) / sum(weights) * n
+    counts = np.floor(share).astype(int)
+    counts[np.argsort(counts - share, kind="stable")[:n - counts.sum()]] += 1
+    return np.repeat(np.arange(len(weights)), counts)
+
+
 def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     """Draw every subject's planted factors: one row per subject, in a shuffled id order.
 
     Nuisance factors (age, sex, site, head size, shared warp, age-acceleration noise) are drawn
     by stratified sampling within each group, so groups differ systematically only by what the
-    recipe plants (patterns and mean age acceleration), as in a balanced design.
+    recipe plants: patterns and mean age acceleration, and the confounds it asks for (a group's
+    own age range, `age_by_group`; a group's own mix of sites, `site_mix`).
 
     Columns: subject_id, group, label, age, sex, site, delta (age acceleration, y), u_warp,
     u_head, severity_<pattern>, noise_seed, t (effective age in units), ventricle_scale,
@@ -60,16 +69,19 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     """
     rng = np.random.default_rng(recipe.seed)
     sites = [s.name for s in recipe.sites]
-    lo, hi = recipe.age_range
     blocks = []
     for group, n in recipe.counts.items():
         n_male = round(n * recipe.male_fraction)
+        lo, hi = recipe.ages_of(group)
+        mix = recipe.site_mix.get(group)
+        site_of = (site_allocation(n, [mix.get(site, 0.0) for site in sites]) if mix
+                   else np.arange(n) % len(sites))  # balanced
         block = pd.DataFrame({
             "group": [group] * n,
             "label": GROUPS[group],
             "age": np.round(lo + (hi - lo) * _stratified(rng, n), 2),
             "sex": rng.permutation(np.array(["M"] * n_male + ["F"] * (n - n_male))),
-            "site": [sites[i] for i in rng.permutation(np.arange(n) % len(sites))],
+            "site": [sites[i] for i in rng.permutation(site_of)],
             "delta": recipe.age_acceleration.get(group, 0.0)
             + recipe.age_acceleration_sd * _stratified_normal(rng, n),
             "u_warp": _stratified_normal(rng, n),
