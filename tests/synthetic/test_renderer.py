@@ -149,3 +149,25 @@ def test_confounds_give_a_group_its_own_ages_and_sites_and_leave_the_rest_balanc
     pd.testing.assert_frame_equal(
         plan[plan["group"].isin(others)].drop(columns="subject_id").reset_index(drop=True),
         default[default["group"].isin(others)].drop(columns="subject_id").reset_index(drop=True))
+
+
+def test_a_jittered_pattern_sits_where_each_subject_s_offset_puts_it():
+    import dataclasses
+
+    from neurocvae.synthetic.renderer import Renderer, shift_columns
+
+    recipe = synth_recipe("counts={HC:2,MDD:6,diabetes:0,dual:0}", "patterns.A.jitter_mm=4")
+    plan = plan_cohort(recipe)
+    shifts = plan[shift_columns("A")].to_numpy()
+    assert 0 < np.abs(shifts).max() <= 12 and "shift_B_x_mm" not in plan
+    default = plan_cohort(synth_recipe("counts={HC:2,MDD:6,diabetes:0,dual:0}"))
+    pd.testing.assert_frame_equal(plan[default.columns], default)  # nothing else moved
+
+    patient = plan[plan["group"] == "MDD"].iloc[0]
+    moved = tuple(np.asarray(recipe.patterns["A"].centre_mm) + patient[shift_columns("A")]
+                  .to_numpy(float))
+    fixed = dataclasses.replace(recipe, patterns={
+        **recipe.patterns, "A": dataclasses.replace(recipe.patterns["A"], centre_mm=moved,
+                                                    jitter_mm=0.0)})
+    np.testing.assert_array_equal(Renderer(recipe).render(patient),
+                                  Renderer(fixed).render(patient.drop(shift_columns("A"))))

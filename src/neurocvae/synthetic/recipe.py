@@ -15,6 +15,7 @@ from neurocvae.synthetic.grid import Grid
 from neurocvae.synthetic.template import Template
 
 Point = tuple[float, float, float]
+MAX_JITTER_MM = 10.0  # SD of a pattern's per-subject displacement, per axis
 FOLD_FREE = 0.5  # |a| of a radial bump warp stays below this (fold-free up to a = 2.24; §8.3)
 MAX_Z = 3.0  # standard-normal factors are clipped to ±MAX_Z
 
@@ -37,8 +38,11 @@ class Pattern:
     """A disease pattern: GM-weighted intensity loss plus radial atrophy around a centre.
 
     At severity d, tissue within the bump loses a fraction `intensity·d·g·GM` of its intensity and
-    the bump's pull-back warp has amplitude `warp·d` (> 0 shrinks tissue toward the centre).
-    g is a Gaussian of `sigma_mm`, tapered to zero at 3σ (the pattern's support).
+    the bump's pull-back warp has amplitude `warp·d` (> 0 shrinks tissue toward the centre,
+    < 0 expands it; 0 with an intensity loss is an intensity-only pattern). g is a Gaussian of
+    `sigma_mm`, tapered to zero at 3σ (the pattern's support). With `jitter_mm` > 0 the centre
+    moves per subject by a Gaussian offset of that SD per axis (clipped at 3 SD): a pattern
+    that is not in exactly the same place in everyone.
     """
 
     groups: tuple[str, ...]
@@ -46,6 +50,7 @@ class Pattern:
     sigma_mm: float
     warp: float
     intensity: float
+    jitter_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,9 @@ class Recipe:
                                 f"{d_hi}; expected within [0, 1)")
             if p.sigma_mm <= 0:
                 problems.append(f"patterns.{name}.sigma_mm: {p.sigma_mm}; expected > 0")
+            if not 0 <= p.jitter_mm <= MAX_JITTER_MM:
+                problems.append(f"patterns.{name}.jitter_mm: {p.jitter_mm}; expected within "
+                                f"[0, {MAX_JITTER_MM}] mm")
         return problems
 
     def _site_problems(self) -> list[str]:

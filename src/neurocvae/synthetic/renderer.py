@@ -24,7 +24,7 @@ from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
 from neurocvae.errors import InputError
 from neurocvae.progress import progress
 from neurocvae.synthetic.layout import CohortFolder
-from neurocvae.synthetic.recipe import MAX_Z, Recipe
+from neurocvae.synthetic.recipe import MAX_Z, Pattern, Recipe
 from neurocvae.synthetic.template import BRAIN_THRESHOLD, Template
 from neurocvae.synthetic.warp import (
     SUPPORT_SIGMAS,
@@ -34,6 +34,7 @@ from neurocvae.synthetic.warp import (
 )
 
 INT16_SLOPE = 1 / 30000  # volumes are in [0, 1]: stored as int16 with a fixed scale factor
+JITTER_STREAM = 1  # the random stream of the patterns' per-subject offsets
 MARGIN_MM = 20.0  # how far a warp may move a point: pattern boxes are widened by this
 
 
@@ -65,7 +66,8 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
 
     Columns: subject_id, group, label, age, sex, site, delta (age acceleration, y), u_warp,
     u_head, severity_<pattern>, noise_seed, t (effective age in units), ventricle_scale,
-    head_scale, path, twin_id, twin_path (empty for controls, or without twins).
+    head_scale, path, twin_id, twin_path (empty for controls, or without twins), and for a
+    pattern with `jitter_mm` > 0 its per-subject centre offset `shift_<pattern>_{x,y,z}_mm`.
     """
     rng = np.random.default_rng(recipe.seed)
     sites = [s.name for s in recipe.sites]
@@ -106,7 +108,26 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     has_twin = recipe.twins & (severity > 0).any(axis=1)
     table["twin_id"] = np.where(has_twin, table["subject_id"] + "-twin", "")
     table["twin_path"] = np.where(has_twin, table["twin_id"].map(CohortFolder.twin_path), "")
+    jitter = np.random.default_rng([recipe.seed, JITTER_STREAM])  # apart: the rest unchanged
+    for name, pattern in recipe.patterns.items():
+        if pattern.jitter_mm > 0:
+            shift = pattern.jitter_mm * np.clip(jitter.standard_normal((len(table), 3)),
+                                                -MAX_Z, MAX_Z)
+            for axis, column in enumerate(shift_columns(name)):
+                table[column] = np.round(shift[:, axis], 2)
     return table
+
+
+def shift_columns(pattern: str) -> list[str]:
+    """The plan's columns of a jittered pattern's per-subject centre offset (mm, x y z)."""
+    return [f"shift_{pattern}_{axis}_mm" for axis in "xyz"]
+
+
+def pattern_centre(subject: pd.Series, name: str, pattern: Pattern) -> np.ndarray:
+    """Where `subject` carries pattern `name`: its centre plus the subject's offset (mm)."""
+    columns = shift_columns(name)
+    offset = subject[columns].to_numpy(float) if columns[0] in subject else np.zeros(3)
+    return np.asarray(pattern.centre_mm, dtype=float) + offset
 
 
 class Renderer:
@@ -147,16 +168,17 @@ class Renderer:
                            1 / float(subject["ventricle_scale"]) - 1)
         self._add_bump(displacement, r.shared_warp_centre_mm, r.shared_warp_sigma_mm,
                        r.shared_warp_amplitude * float(subject["u_warp"]))
+        centres = {name: pattern_centre(subject, name, p) for name, p in active.items()}
         for name, pattern in active.items():
-            self._add_bump(displacement, pattern.centre_mm, pattern.sigma_mm,
+            self._add_bump(displacement, centres[name], pattern.sigma_mm,
                            pattern.warp * severities[name])
         source = self.points + displacement  # where each voxel samples the template (pull-back)
 
         tissue = self.template.sample(source)
         x = tissue["t1"] - np.float32(r.gm_loss * float(subject["t"])) * tissue["gm"]
         for name, pattern in active.items():
-            box = self.grid.box(pattern.centre_mm, SUPPORT_SIGMAS * pattern.sigma_mm + MARGIN_MM)
-            weight = bump_weight(source[box], pattern.centre_mm, pattern.sigma_mm)
+            box = self.grid.box(centres[name], SUPPORT_SIGMAS * pattern.sigma_mm + MARGIN_MM)
+            weight = bump_weight(source[box], centres[name], pattern.sigma_mm)
             loss = np.float32(pattern.intensity * severities[name]) * weight * tissue["gm"][box]
             x[box] *= 1 - loss
         brain = tissue["t1"] > BRAIN_THRESHOLD
