@@ -171,3 +171,26 @@ def test_a_jittered_pattern_sits_where_each_subject_s_offset_puts_it():
                                                     jitter_mm=0.0)})
     np.testing.assert_array_equal(Renderer(recipe).render(patient),
                                   Renderer(fixed).render(patient.drop(shift_columns("A"))))
+
+
+def test_each_subject_gets_its_own_smooth_anatomy_which_its_twin_shares():
+    from neurocvae.synthetic.renderer import Renderer
+    from neurocvae.synthetic.warp import anatomy_displacement
+
+    field = anatomy_displacement((40, 48, 40), np.random.default_rng(0), 2.0)  # 4 mm voxels
+    assert np.sqrt((field**2).sum(-1).mean()) == pytest.approx(2.0, rel=1e-4)
+    assert np.abs(np.diff(field, axis=0)).max() / 4.0 < 0.2  # smooth: far from folding (1)
+
+    counts = "counts={HC:6,MDD:2,diabetes:0,dual:0}"
+    shaped, plain = synth_recipe(counts, "anatomy.rms_mm=2"), synth_recipe(counts)
+    plan = plan_cohort(shaped)
+    assert plan["anatomy_seed"].is_unique
+    controls = plan[plan["group"] == "HC"]
+    spread = {name: np.stack([Renderer(r).render(s) for _, s in controls.iterrows()]).var(0).sum()
+              for name, r in (("shaped", shaped), ("plain", plain))}
+    assert spread["shaped"] > 1.05 * spread["plain"]  # more shape variance between controls
+    patient = plan[plan["group"] == "MDD"].iloc[0]
+    renderer = Renderer(shaped)
+    difference = renderer.render(patient) - renderer.render(patient, diseased=False)
+    far = np.linalg.norm(renderer.points - np.asarray(shaped.patterns["A"].centre_mm), axis=-1)
+    assert np.abs(difference[far > 60]).max() == 0  # the disease is the only difference

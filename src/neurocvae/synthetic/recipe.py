@@ -15,6 +15,7 @@ from neurocvae.synthetic.grid import Grid
 from neurocvae.synthetic.template import Template
 
 Point = tuple[float, float, float]
+MAX_ANATOMY_MM = 5.0  # RMS of a subject's own smooth displacement
 MAX_JITTER_MM = 10.0  # SD of a pattern's per-subject displacement, per axis
 FOLD_FREE = 0.5  # |a| of a radial bump warp stays below this (fold-free up to a = 2.24; §8.3)
 MAX_Z = 3.0  # standard-normal factors are clipped to ±MAX_Z
@@ -29,6 +30,7 @@ SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_
     "head_size": {"sd", "sex_difference", "centre_mm"},
     "shared_warp": {"centre_mm", "sigma_mm", "amplitude"},
     "severity": {"min", "max"},
+    "anatomy": {"rms_mm"},
     "disease_strength": {"f", "tolerance", "pilot_patients"},  # read by synthetic.strength
 }
 
@@ -93,6 +95,7 @@ class Recipe:
     shared_warp_amplitude: float  # a = amplitude·u, u ~ N(0, 1)
     severity_range: tuple[float, float]
     twins: bool
+    anatomy_rms_mm: float = 0.0  # each subject's own smooth shape (RMS displacement, mm)
     age_by_group: dict[str, tuple[float, float]] = field(default_factory=dict)  # else age_range
     site_mix: dict[str, dict[str, float]] = field(default_factory=dict)  # group → site weights
 
@@ -143,6 +146,7 @@ class Recipe:
                 shared_warp_amplitude=float(warp["amplitude"]),
                 severity_range=(float(cfg["severity"]["min"]), float(cfg["severity"]["max"])),
                 twins=bool(cfg["twins"]),
+                anatomy_rms_mm=float((cfg.get("anatomy") or {}).get("rms_mm", 0.0)),
                 age_by_group={group: (float(ages["min"]), float(ages["max"]))
                               for group, ages in (cfg.get("age_by_group") or {}).items()},
                 site_mix={group: {site: float(w) for site, w in weights.items()}
@@ -233,6 +237,9 @@ class Recipe:
             problems.append(f"head_size: sd {self.head_size_sd}, sex_difference "
                             f"{self.head_size_sex_difference}; expected "
                             f"0 ≤ {MAX_Z:g}·sd + |sex_difference|/2 < {FOLD_FREE}")
+        if not 0 <= self.anatomy_rms_mm <= MAX_ANATOMY_MM:
+            problems.append(f"anatomy.rms_mm: {self.anatomy_rms_mm}; expected within "
+                            f"[0, {MAX_ANATOMY_MM}] mm (a smooth, fold-free deformation)")
         if abs(self.shared_warp_amplitude) * MAX_Z > FOLD_FREE:
             problems.append(f"shared_warp.amplitude: {self.shared_warp_amplitude}; expected "
                             f"|amplitude| ≤ {FOLD_FREE / MAX_Z} (fold-free at {MAX_Z} SD)")

@@ -28,6 +28,7 @@ from neurocvae.synthetic.recipe import MAX_Z, Pattern, Recipe
 from neurocvae.synthetic.template import BRAIN_THRESHOLD, Template
 from neurocvae.synthetic.warp import (
     SUPPORT_SIGMAS,
+    anatomy_displacement,
     bump_displacement,
     bump_weight,
     scale_displacement,
@@ -35,6 +36,7 @@ from neurocvae.synthetic.warp import (
 
 INT16_SLOPE = 1 / 30000  # volumes are in [0, 1]: stored as int16 with a fixed scale factor
 JITTER_STREAM = 1  # the random stream of the patterns' per-subject offsets
+ANATOMY_STREAM = 2  # the random stream of the subjects' own anatomy
 MARGIN_MM = 20.0  # how far a warp may move a point: pattern boxes are widened by this
 
 
@@ -67,7 +69,8 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     Columns: subject_id, group, label, age, sex, site, delta (age acceleration, y), u_warp,
     u_head, severity_<pattern>, noise_seed, t (effective age in units), ventricle_scale,
     head_scale, path, twin_id, twin_path (empty for controls, or without twins), and for a
-    pattern with `jitter_mm` > 0 its per-subject centre offset `shift_<pattern>_{x,y,z}_mm`.
+    pattern with `jitter_mm` > 0 its per-subject centre offset `shift_<pattern>_{x,y,z}_mm`; with
+    `anatomy_rms_mm` > 0, the seed of each subject's own smooth deformation (`anatomy_seed`).
     """
     rng = np.random.default_rng(recipe.seed)
     sites = [s.name for s in recipe.sites]
@@ -108,6 +111,9 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     has_twin = recipe.twins & (severity > 0).any(axis=1)
     table["twin_id"] = np.where(has_twin, table["subject_id"] + "-twin", "")
     table["twin_path"] = np.where(has_twin, table["twin_id"].map(CohortFolder.twin_path), "")
+    if recipe.anatomy_rms_mm > 0:  # a stream apart: the other draws stay as without it
+        anatomy = np.random.default_rng([recipe.seed, ANATOMY_STREAM])
+        table["anatomy_seed"] = anatomy.integers(0, 2**31 - 1, len(table))
     jitter = np.random.default_rng([recipe.seed, JITTER_STREAM])  # apart: the rest unchanged
     for name, pattern in recipe.patterns.items():
         if pattern.jitter_mm > 0:
@@ -163,6 +169,10 @@ class Renderer:
         active = {name: p for name, p in r.patterns.items() if severities[name] > 0}
         displacement = scale_displacement(self.points, r.head_centre_mm,
                                           float(subject["head_scale"]))
+        if r.anatomy_rms_mm > 0:  # the same in a patient and its twin
+            displacement += anatomy_displacement(
+                self.grid.shape, np.random.default_rng(int(subject["anatomy_seed"])),
+                r.anatomy_rms_mm)
         for centre in r.ventricle_centres_mm:
             self._add_bump(displacement, centre, r.ventricle_sigma_mm,
                            1 / float(subject["ventricle_scale"]) - 1)

@@ -48,3 +48,26 @@ def weight_at(sigmas: float) -> float:
 
 
 CORE_WEIGHT = weight_at(2.0)  # a pattern's planted region: within 2σ of its centre
+
+
+ANATOMY_FREQUENCIES = 3  # cosine orders 0, 1, 2 per axis: 26 modes per displacement component
+
+
+def anatomy_displacement(shape: tuple[int, int, int], rng: np.random.Generator,
+                         rms_mm: float) -> np.ndarray:
+    """A subject's own smooth anatomy: a random displacement of the grid, float32 [X, Y, Z, 3]
+    in mm, with root-mean-square length `rms_mm` over the grid.
+
+    Each component is Σ c·cos(πi·u)·cos(πj·v)·cos(πk·w) over the low-frequency modes
+    (i, j, k) ∈ {0, 1, 2}³ except (0, 0, 0) (u, v, w ∈ [0, 1] along each axis), c ~ N(0, 1): a
+    shape variance of a few dozen modes per axis, independent of age, disease and head size.
+    """
+    bases = [np.cos(np.pi * np.arange(ANATOMY_FREQUENCIES)[:, None]
+                    * np.linspace(0, 1, n)[None, :]) for n in shape]
+    field = np.empty((*shape, 3), dtype=np.float32)
+    for component in range(3):
+        weights = rng.standard_normal((ANATOMY_FREQUENCIES,) * 3)
+        weights[0, 0, 0] = 0.0  # no translation
+        field[..., component] = np.einsum("ijk,ix,jy,kz->xyz", weights, *bases)
+    rms = np.sqrt(np.mean(np.sum(field**2, axis=-1)))
+    return field * np.float32(rms_mm / rms)
