@@ -46,6 +46,7 @@ def test_ukbb_grid_is_the_fsl_mni152_frame():
         ("age_by_group={ASD:{min:50,max:60}}", "unknown group 'ASD'"),
         ("site_mix={MDD:{S9:1}}", "site_mix.MDD: {'S9': 1.0}; expected weights ≥ 0"),
         ("site_mix={MDD:{S1:0}}", "site_mix.MDD: {'S1': 0.0}; expected weights ≥ 0 (not all 0)"),
+        ("head_size.space=scanner", "head_size.space: 'scanner'; expected one of"),
         ("anatomy.rms_mm=9", "anatomy.rms_mm: 9.0; expected within [0, 5.0] mm"),
         ("patterns.A.jitter_mm=-1", "patterns.A.jitter_mm: -1; expected within [0, 10.0] mm"),
     ],

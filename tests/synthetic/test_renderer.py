@@ -194,3 +194,13 @@ def test_each_subject_gets_its_own_smooth_anatomy_which_its_twin_shares():
     difference = renderer.render(patient) - renderer.render(patient, diseased=False)
     far = np.linalg.norm(renderer.points - np.asarray(shaped.patterns["A"].centre_mm), axis=-1)
     assert np.abs(difference[far > 60]).max() == 0  # the disease is the only difference
+
+
+def test_registered_space_leaves_only_a_small_residual_head_scale():
+    native = plan_cohort(synth_recipe())
+    registered = plan_cohort(synth_recipe("head_size.space=registered"))
+    assert native["head_scale"].std() > 0.03
+    assert registered["head_scale"].std() == pytest.approx(0.005, rel=0.1)
+    by_sex = registered.groupby("sex")["head_scale"].mean()
+    assert abs(by_sex["M"] - by_sex["F"]) < 0.002  # no sex difference left
+    pd.testing.assert_series_equal(native["u_head"], registered["u_head"])

@@ -15,6 +15,7 @@ from neurocvae.synthetic.grid import Grid
 from neurocvae.synthetic.template import Template
 
 Point = tuple[float, float, float]
+HEAD_SPACES = ("native", "registered")
 MAX_ANATOMY_MM = 5.0  # RMS of a subject's own smooth displacement
 MAX_JITTER_MM = 10.0  # SD of a pattern's per-subject displacement, per axis
 FOLD_FREE = 0.5  # |a| of a radial bump warp stays below this (fold-free up to a = 2.24; §8.3)
@@ -27,7 +28,7 @@ SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_
     "age_acceleration": {"enabled", "mean", "sd"},
     "ageing": {"reference_age", "years_per_unit", "ventricle_growth", "ventricle_sigma_mm",
                "ventricle_centres_mm", "gm_loss"},
-    "head_size": {"sd", "sex_difference", "centre_mm"},
+    "head_size": {"sd", "sex_difference", "centre_mm", "space", "residual_sd"},
     "shared_warp": {"centre_mm", "sigma_mm", "amplitude"},
     "severity": {"min", "max"},
     "anatomy": {"rms_mm"},
@@ -96,6 +97,8 @@ class Recipe:
     severity_range: tuple[float, float]
     twins: bool
     anatomy_rms_mm: float = 0.0  # each subject's own smooth shape (RMS displacement, mm)
+    head_size_space: str = "native"  # registered: an affine registration removed global scale
+    head_size_residual_sd: float = 0.005  # registered: the scale it leaves, 1 + residual_sd·u
     age_by_group: dict[str, tuple[float, float]] = field(default_factory=dict)  # else age_range
     site_mix: dict[str, dict[str, float]] = field(default_factory=dict)  # group → site weights
 
@@ -147,6 +150,8 @@ class Recipe:
                 severity_range=(float(cfg["severity"]["min"]), float(cfg["severity"]["max"])),
                 twins=bool(cfg["twins"]),
                 anatomy_rms_mm=float((cfg.get("anatomy") or {}).get("rms_mm", 0.0)),
+                head_size_space=str(head.get("space", "native")),
+                head_size_residual_sd=float(head.get("residual_sd", 0.005)),
                 age_by_group={group: (float(ages["min"]), float(ages["max"]))
                               for group, ages in (cfg.get("age_by_group") or {}).items()},
                 site_mix={group: {site: float(w) for site, w in weights.items()}
@@ -237,6 +242,12 @@ class Recipe:
             problems.append(f"head_size: sd {self.head_size_sd}, sex_difference "
                             f"{self.head_size_sex_difference}; expected "
                             f"0 ≤ {MAX_Z:g}·sd + |sex_difference|/2 < {FOLD_FREE}")
+        if self.head_size_space not in HEAD_SPACES:
+            problems.append(f"head_size.space: {self.head_size_space!r}; expected one of "
+                            f"{HEAD_SPACES}")
+        if not 0 <= MAX_Z * self.head_size_residual_sd < FOLD_FREE:
+            problems.append(f"head_size.residual_sd: {self.head_size_residual_sd}; expected "
+                            f"0 ≤ {MAX_Z:g}·residual_sd < {FOLD_FREE}")
         if not 0 <= self.anatomy_rms_mm <= MAX_ANATOMY_MM:
             problems.append(f"anatomy.rms_mm: {self.anatomy_rms_mm}; expected within "
                             f"[0, {MAX_ANATOMY_MM}] mm (a smooth, fold-free deformation)")

@@ -104,7 +104,9 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     table["t"] = (table["age"] + table["delta"] - recipe.reference_age) / recipe.years_per_unit
     table["ventricle_scale"] = 1 + recipe.ventricle_growth * table["t"]
     sex_sign = np.where(table["sex"] == "M", 0.5, -0.5)
-    table["head_scale"] = (1 + recipe.head_size_sd * table["u_head"]
+    table["head_scale"] = (1 + recipe.head_size_residual_sd * table["u_head"]
+                           if recipe.head_size_space == "registered"
+                           else 1 + recipe.head_size_sd * table["u_head"]
                            + recipe.head_size_sex_difference * sex_sign)
     table["path"] = table["subject_id"].map(CohortFolder.volume_path)
     severity = table[[f"severity_{name}" for name in recipe.patterns]].to_numpy()
