@@ -67,11 +67,15 @@ class LastCheckpoint(Checkpoint):
     """`last.ckpt`: every `every_n_batches` training batches, at each epoch's end, and when the
     run is stopped by SIGTERM or SIGUSR1.
 
-    On SIGTERM Lightning finishes the current batch and raises `SIGTERMException` (on every
-    DDP rank at the same batch); this callback writes the checkpoint then. SIGUSR1 is routed to
-    the same handling and, in a SLURM job that submitit does not manage, requeues the job after
-    the checkpoint. A `Checkpoint`, so Lightning runs it after the other callbacks, whose state
-    it then holds.
+    A signal is only recorded when it arrives (and forwarded to the DDP ranks this process
+    started). After each training batch the ranks agree whether any of them has one; if so,
+    Lightning's stop flag is set on every rank at once, Lightning raises `SIGTERMException` at
+    that batch on every rank, and this callback writes the checkpoint then. Lightning's own
+    handler would set the flag whenever the signal lands on each rank, and broadcast from
+    inside the handler: ranks could stop at different batches, or its broadcast meet another
+    collective, and hang. SIGUSR1 is handled the same way and, in a SLURM job that submitit
+    does not manage, requeues the job after the checkpoint. A `Checkpoint`, so Lightning runs
+    it after the other callbacks, whose state it then holds.
     """
 
     def __init__(self, path: Path, every_n_batches: int | None = None) -> None:
@@ -84,6 +88,9 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.signal is not None, all=False):
+            trainer._signal_connector.received_sigterm = True  # every rank, this batch
+            return
         # an epoch's last batch is saved at the epoch's end, after validation
         if (self.every_n_batches and batch_idx + 1 < trainer.num_training_batches
                 and pl_module.batches_seen % self.every_n_batches == 0):
@@ -93,18 +100,16 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning has installed its SIGTERM handler by now (after on_fit_start)
         if threading.current_thread() is not threading.main_thread():
             return
-        lightning = signal.getsignal(signal.SIGTERM)
         for signum in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(signum, self._recorder(lightning))
+            signal.signal(signum, self._recorder(trainer))
 
-    def _recorder(self, forward: Any) -> Any:
+    def _recorder(self, trainer: pl.Trainer) -> Any:
         def handler(signum: int, frame: Any) -> None:
+            if self.signal is None and trainer.strategy.launcher is not None:
+                trainer.strategy.launcher.kill(signum)  # the ranks this process started
             self.signal = signum
-            if callable(forward):
-                forward(signum, frame)
         return handler
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
