@@ -50,7 +50,7 @@ def test_synth_help_lists_the_recipe(tmp_path):
 
 @pytest.mark.slow
 def test_synth_refuses_a_setting_it_would_ignore(tmp_path):
-    result = run([*TINY, "+site_mix=0.5", "out_dir=cohort"], cwd=tmp_path)
+    result = run([*TINY, "+site_weights=0.5", "out_dir=cohort"], cwd=tmp_path)
     assert result.returncode == 2
-    assert "unknown setting(s) ['+site_mix=0.5']: synth has no such key" in result.stderr
+    assert "unknown setting(s) ['+site_weights=0.5']: synth has no such key" in result.stderr
     assert not (tmp_path / "cohort").exists()

@@ -59,6 +59,8 @@ def test_invalid_recipe_is_named(override, message):
 
 @pytest.mark.parametrize(("override", "message"), [
     ("+age.MDD=60", "unknown key(s) ['age.MDD']; age has ['max', 'min']"),
+    ("site_mix=0.5", "site_mix=0.5; expected {group: {site: weight, …}}"),
+    ("age_by_group={MDD:60}", "age_by_group={'MDD': 60}; expected {group: {min: …, max: …}}"),
     ("+head_size.mean=1", "unknown key(s) ['head_size.mean']"),
 ])
 def test_a_key_the_recipe_does_not_read_is_refused(override, message):

@@ -116,6 +116,12 @@ class Recipe:
                              + "; ".join(f"{section} has {sorted(allowed)}"
                                          for section, allowed in SECTIONS.items()
                                          if any(u.startswith(f"{section}.") for u in unknown)))
+        for key, shape in (("age_by_group", "{group: {min: …, max: …}}"),
+                           ("site_mix", "{group: {site: weight, …}}")):
+            value = cfg.get(key)
+            if value is not None and not (isinstance(value, dict) and all(
+                    isinstance(entry, dict) for entry in value.values())):
+                raise InputError(f"recipe: {key}={value!r}; expected {shape}")
         try:
             grid = cfg["grid"]
             ageing, head, warp = cfg["ageing"], cfg["head_size"], cfg["shared_warp"]
