@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from neurocvae.config import slurm_job_id
-from neurocvae.errors import InputError
+from neurocvae.errors import InputError, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,27 @@ def draw_seed(seed: int, rank: int, batch: int, *salt: int) -> int:
     """The seed of one rank's random draws at one batch: independent across ranks and batches,
     and the same whenever the run reaches that batch (resumed or not)."""
     return int(np.random.SeedSequence([seed, rank, batch, *salt]).generate_state(1)[0])
+
+
+def check_every_n_batches(every: Any) -> None:
+    """Refuse a `checkpoint.every_n_batches` that is neither a whole number ≥ 1 nor null."""
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
+                         "or null (a checkpoint at each epoch's end only)")
+
+
+def fit_or_stop(trainer: pl.Trainer, module: pl.LightningModule,
+                datamodule: pl.LightningDataModule, resume: str | None) -> None:
+    """`trainer.fit` from the checkpoint `resume` (None: afresh). A run stopped by SIGTERM or
+    SIGUSR1 raises `Stopped` with 128 + the signal, after its `LastCheckpoint` wrote
+    `last.ckpt`."""
+    if resume:  # the run's own checkpoints, expected there
+        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        stopper = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+        raise Stopped(stopper.exit_status) from None
 
 
 def checkpoint_to_resume(ckpt_path: str | None, out_dir: Path) -> str | None:

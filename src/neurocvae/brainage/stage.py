@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from neurocvae.brainage import plots
 from neurocvae.brainage.bins import AgeBins
@@ -39,10 +37,16 @@ from neurocvae.brainage.sfcn import load_weights
 from neurocvae.checks import check_trainer, require_number
 from neurocvae.data.cohort import HEALTHY
 from neurocvae.data.datamodules import BrainAgeDataModule, default_splits_file
-from neurocvae.errors import InputError, Stopped
+from neurocvae.errors import InputError
 from neurocvae.files import write_json, write_text_atomically
 from neurocvae.logs import check_loggers, run_loggers
-from neurocvae.runs import LastCheckpoint, checkpoint_to_resume, cluster_plugins
+from neurocvae.runs import (
+    LastCheckpoint,
+    check_every_n_batches,
+    checkpoint_to_resume,
+    cluster_plugins,
+    fit_or_stop,
+)
 
 log = logging.getLogger(__name__)
 RESULTS = ("brainage.csv", "lbc.json", "metrics.json", "target.csv", "background.csv")
@@ -127,19 +131,11 @@ def fit_sfcn(cfg: DictConfig, module: BrainAgeModule, datamodule: BrainAgeDataMo
     """Train (or resume, from `<out_dir>/checkpoints/last.ckpt`) on the run machinery of the
     contrastive stage: checkpoints every `checkpoint.every_n_batches`, at epoch ends and on
     SIGTERM / SIGUSR1 (then `Stopped`), the chosen loggers, SLURM requeue, DDP."""
-    callbacks = training_callbacks(cfg, out_dir)
-    resume = checkpoint_to_resume("last", out_dir)
-    if resume:
-        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
     with run_loggers(cfg, out_dir, reconstructions=False) as (loggers, logging_callbacks):
         trainer: pl.Trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, *logging_callbacks], logger=loggers,
-            plugins=cluster_plugins() or None)
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        except SIGTERMException:
-            stopper = next(c for c in callbacks if isinstance(c, LastCheckpoint))
-            raise Stopped(stopper.exit_status) from None
+            cfg.trainer, callbacks=[*training_callbacks(cfg, out_dir), *logging_callbacks],
+            logger=loggers, plugins=cluster_plugins() or None)
+        fit_or_stop(trainer, module, datamodule, checkpoint_to_resume("last", out_dir))
     return trainer
 
 
@@ -273,10 +269,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise InputError(f"{cfg.out_dir} already holds {existing}: set overwrite=true to replace "
                          "them, or choose another out_dir")
     check_loggers(cfg.get("logger"))
-    every = cfg.checkpoint.every_n_batches
-    if every is not None and (not isinstance(every, int) or every < 1):
-        raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
-                         "or null (a checkpoint at each epoch's end only)")
+    check_every_n_batches(cfg.checkpoint.every_n_batches)
     if cfg.task not in TASKS:
         raise InputError(f"task={cfg.task!r}: expected one of {TASKS}")
     if cfg.task == "predict":

@@ -11,7 +11,6 @@ ex-post Gaussian mixtures for sampling). Started again with the same `out_dir` i
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from neurocvae.checks import check_trainer, require_number
 from neurocvae.contrastive.build import build_module, load_module
@@ -32,13 +31,15 @@ from neurocvae.contrastive.losses import RECONSTRUCTIONS
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.contrastive.nets import AdditiveDecoder
 from neurocvae.data.datamodules import ContrastiveDataModule
-from neurocvae.errors import InputError, Stopped
+from neurocvae.errors import InputError
 from neurocvae.logs import check_loggers, run_loggers
 from neurocvae.runs import (
     LastCheckpoint,
+    check_every_n_batches,
     check_launch,
     checkpoint_to_resume,
     cluster_plugins,
+    fit_or_stop,
 )
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,7 @@ def check_settings(cfg: DictConfig) -> None:
     if cfg.data.batch_size < 2:
         raise InputError(f"data.batch_size={cfg.data.batch_size}: the discriminator's product "
                          "sample needs at least 2 targets per step (4 or more is better)")
-    every = cfg.checkpoint.every_n_batches
-    if every is not None and (not isinstance(every, int) or every < 1):
-        raise InputError(f"checkpoint.every_n_batches={every}: expected a whole number ≥ 1, "
-                         "or null (a checkpoint at each epoch's end only)")
+    check_every_n_batches(cfg.checkpoint.every_n_batches)
     check_loggers(cfg.get("logger"))
     if cfg.model.get("reconstruction", "fixed") not in RECONSTRUCTIONS:
         raise InputError(f"model.reconstruction={cfg.model.reconstruction}: expected one of "
@@ -133,8 +131,6 @@ def fit(cfg: DictConfig) -> Fitted | None:
     check_launch(cfg.trainer, multirun)
     out_dir = Path(cfg.out_dir)
     resume = checkpoint_to_resume(cfg.ckpt_path, out_dir)
-    if resume:  # the run's own checkpoints, expected there
-        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
     chosen = callbacks(cfg, out_dir)
     with run_loggers(cfg, out_dir, multirun=multirun) as (loggers, logging_callbacks):
         try:  # before any data work: the accelerator and devices must exist
@@ -154,11 +150,7 @@ def fit(cfg: DictConfig) -> Fitted | None:
         if not resume and isinstance(module.nets.decoder, AdditiveDecoder):
             initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
                               contrast=cfg.initialise.contrast)
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        except SIGTERMException:
-            stopper = next(c for c in chosen if isinstance(c, LastCheckpoint))
-            raise Stopped(stopper.exit_status) from None
+        fit_or_stop(trainer, module, datamodule, resume)
     if not trainer.is_global_zero:  # the other DDP ranks are done
         return None
     best_checkpoint = next(c for c in chosen if isinstance(c, ModelCheckpoint))
