@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from neurocvae.cli import known_settings
 from neurocvae.cli.train import train
 from neurocvae.config import config_dir
 from neurocvae.contrastive.build import load_module
@@ -208,3 +209,10 @@ def test_an_optuna_search_of_three_trials_writes_its_best_settings(sets, tmp_pat
     scores = [json.loads((sweep / str(k) / "separation.json").read_text())["best_score"]
               for k in range(3)]
     assert best.best_value == pytest.approx(min(scores))
+
+
+def test_keys_a_chosen_global_option_brings_are_known():
+    """`+arms.<name>=[…]` adds an arm to the chosen preset: the preset's keys are top-level."""
+    assert "arms" not in known_settings("benchmark")
+    assert {"arms", "seeds", "cohort"} <= known_settings("benchmark", {"preset": "quick"})
+    assert "foo" not in known_settings("benchmark", {"preset": "quick"})

@@ -17,15 +17,22 @@ from neurocvae.errors import InputError, Stopped, TrainingDiverged
 log = logging.getLogger("neurocvae")
 
 
-def known_settings(config_name: str) -> set[str]:
-    """The top-level keys of `conf/<config_name>.yaml`: its own entries, its config groups, and
-    `hydra`."""
+def known_settings(config_name: str, choices: dict[str, Any] | None = None) -> set[str]:
+    """The top-level keys of `conf/<config_name>.yaml`: its own entries, its config groups,
+    `hydra`, and the entries that the chosen `@package _global_` options (`choices`: group →
+    option, e.g. preset → quick) bring to the top level."""
     primary = OmegaConf.load(config_dir() / f"{config_name}.yaml")
     groups = set()
     for entry in primary.get("defaults", []):
         names = entry.keys() if isinstance(entry, dict) or OmegaConf.is_dict(entry) else []
         groups |= {name.split()[-1].split("/")[0] for name in names}
-    return {*primary.keys(), *groups, "hydra"} - {"defaults"}
+    known = {*primary.keys(), *groups, "hydra"}
+    for group, choice in (choices or {}).items():
+        option = config_dir() / group / f"{choice}.yaml"
+        if isinstance(choice, str) and option.is_file() and \
+                "@package _global_" in option.read_text().partition("\n")[0]:
+            known |= set(OmegaConf.load(option).keys())
+    return known - {"defaults"}
 
 
 def refuse_unknown_additions() -> None:
@@ -35,7 +42,7 @@ def refuse_unknown_additions() -> None:
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    known = known_settings(hydra_cfg.job.config_name)
+    known = known_settings(hydra_cfg.job.config_name, dict(hydra_cfg.runtime.choices))
     added = [override for override in hydra_cfg.overrides.task if override.startswith("+")]
     unknown = [o for o in added if o.lstrip("+").split("=")[0].split(".")[0] not in known]
     if unknown:
