@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/neurocvae-synth grid=ci seed=0 counts.HC=600 out_dir=$(DEMO_DIR)/cohort overwrite=true
+	$(BIN)/neurocvae-synth grid=ci seed=0 groups.HC.count=600 out_dir=$(DEMO_DIR)/cohort overwrite=true
 	$(BIN)/neurocvae-brainage data.manifest=$(DEMO_DIR)/cohort/manifest.csv \
 		out_dir=$(DEMO_DIR)/brainage overwrite=true $(DEMO_BRAINAGE)
 	rm -rf $(DEMO_DIR)/train

@@ -41,8 +41,8 @@ CACHE_PASSES = 5
 
 
 def cohort(grid: str, n: int, folder: Path) -> list[str]:
-    per_group = [f"counts.HC={n // 2}", f"counts.MDD={n // 4}", f"counts.diabetes={n // 8}",
-                 f"counts.dual={n - n // 2 - n // 4 - n // 8}"]
+    sizes = {"HC": n // 2, "MDD": n // 4, "diabetes": n // 8, "dual": n - n // 2 - n // 4 - n // 8}
+    per_group = [f"groups.{group}.count={size}" for group, size in sizes.items()]
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("synth", overrides=[f"grid={grid}", "twins=false", *per_group])
     recipe = Recipe.from_dict(OmegaConf.to_container(cfg, resolve=True))

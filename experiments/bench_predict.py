@@ -41,8 +41,8 @@ PREPROCESSING = Preprocessing(shape=(160, 192, 160))
 
 
 def render(folder: Path) -> Path:
-    cfg = compose_config("synth", ["grid=ukbb", f"counts.HC={N}", "counts.MDD=0",
-                                   "counts.diabetes=0", "counts.dual=0", "twins=false"])
+    cfg = compose_config("synth", ["grid=ukbb", f"groups.HC.count={N}", "groups.MDD.count=0",
+                                   "groups.diabetes.count=0", "groups.dual.count=0", "twins=false"])
     recipe = Recipe.from_dict(OmegaConf.to_container(cfg, resolve=True))
     return generate_cohort(recipe, folder / "cohort", workers=2) / "manifest.csv"
 

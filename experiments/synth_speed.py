@@ -21,7 +21,8 @@ from neurocvae.config import config_dir
 from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import available_cores, generate_cohort
 
-COUNTS = ["counts.HC=200", "counts.MDD=100", "counts.diabetes=50", "counts.dual=50"]
+COUNTS = ["groups.HC.count=200", "groups.MDD.count=100", "groups.diabetes.count=50",
+          "groups.dual.count=50"]
 RESULT = Path(__file__).parent / "results" / "synth_speed.md"
 
 
@@ -42,7 +43,7 @@ def main() -> None:
                 start = time.perf_counter()
                 generate_cohort(r, Path(tmp) / "cohort", workers=workers)
                 seconds[workers] = time.perf_counter() - start
-        n_volumes = r.n_subjects + sum(n for g, n in r.counts.items() if g != "HC")
+        n_volumes = r.n_subjects + sum(n for g, n in r.counts.items() if g != r.controls)
         for workers, s in seconds.items():
             rows.append(f"| {grid} ({r.grid.voxel_size:g} mm, {'×'.join(map(str, r.grid.shape))})"
                         f" | {workers} | {r.n_subjects} + {n_volumes - r.n_subjects} twins "

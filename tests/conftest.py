@@ -12,6 +12,11 @@ from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import generate_cohort
 
 
+def counts(**groups: int) -> list[str]:
+    """neurocvae-synth overrides giving each named group its count: counts(HC=3, MDD=2)."""
+    return [f"groups.{name}.count={n}" for name, n in groups.items()]
+
+
 def synth_recipe(*overrides: str) -> Recipe:
     cfg = compose_config("synth", ["grid=ci", *overrides])
     return Recipe.from_dict(OmegaConf.to_container(cfg, resolve=True))

@@ -16,7 +16,7 @@ from neurocvae.brainage.selection import ORIGINAL_THRESHOLDS
 from neurocvae.cli.brainage import brainage
 from neurocvae.data.cohort import read_manifest
 from neurocvae.synthetic.renderer import generate_cohort
-from tests.conftest import compose_config, synth_recipe
+from tests.conftest import compose_config, counts, synth_recipe
 
 # Two epochs learn little age: the offset form, with no least slope of predicted on true age.
 FAST = ["net=sfcn_small", "optim=adam", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
@@ -28,8 +28,7 @@ FAST = ["net=sfcn_small", "optim=adam", "trainer.max_epochs=2", "trainer.enable_
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """60 HC and 10 of each patient group on the 4 mm grid (40×48×40)."""
-    recipe = synth_recipe("counts.HC=60", "counts.MDD=10", "counts.diabetes=10",
-                          "counts.dual=10", "twins=false")
+    recipe = synth_recipe(*counts(HC=60, MDD=10, diabetes=10, dual=10), "twins=false")
     return generate_cohort(recipe, tmp_path_factory.mktemp("brainage") / "cohort", workers=2)
 
 
@@ -89,6 +88,24 @@ def test_a_saved_checkpoint_predicts_the_same_without_training(trained, cohort, 
     assert (first["brain_age"] - again["brain_age"]).abs().max() < 1e-4
     assert not again["sfcn_fit"].any()  # nothing was fitted: every control may be background
     assert not (out_dir / "checkpoints").exists()
+
+
+def test_groups_of_any_name_are_selected_by_their_own_thresholds(trained, cohort, tmp_path):
+    """Controls named `control`, patients C1, C2 and C12; C12 has no threshold."""
+    names = {"HC": "control", "MDD": "C1", "diabetes": "C2", "dual": "C12"}
+    table = pd.read_csv(cohort / "manifest.csv")
+    table["path"] = [str(cohort / p) for p in table["path"]]
+    table.assign(group=table["group"].map(names)).to_csv(tmp_path / "own.csv", index=False)
+    out_dir = tmp_path / "own"
+    with pytest.warns(UserWarning, match=r"patient group\(s\) \['C12'\] have no selection"):
+        brainage(config(cohort, out_dir, "train=false", "controls=control",
+                        f"weights={trained / 'checkpoints' / 'best.ckpt'}",
+                        f"data.manifest={tmp_path / 'own.csv'}",
+                        "+selection.thresholds={C1:-100,C2:-100}"))
+    targets = pd.read_csv(out_dir / "target.csv")
+    assert sorted(targets["group"].unique()) == ["C1", "C2"]
+    assert set(pd.read_csv(out_dir / "background.csv")["group"]) == {"control"}
+    assert set(pd.read_csv(out_dir / "brainage.csv").query("lbc_fit")["group"]) == {"control"}
 
 
 def test_the_best_checkpoint_carries_batchnorm_statistics_of_its_own_weights(trained, cohort):

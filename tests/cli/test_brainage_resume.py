@@ -14,7 +14,7 @@ import pytest
 from neurocvae.synthetic.renderer import generate_cohort
 from tests.cli.test_brainage_cli import FAST, command
 from tests.cli.test_resume import checkpoint, same_state, start_and_wait_for_step
-from tests.conftest import synth_recipe
+from tests.conftest import counts, synth_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,7 @@ RESUMABLE = ["trainer.max_epochs=3", "checkpoint.every_n_batches=4", "data.batch
 
 
 def test_a_stopped_then_killed_training_ends_like_an_uninterrupted_one(tmp_path):
-    cohort = generate_cohort(synth_recipe("counts.HC=48", "counts.MDD=4", "counts.diabetes=4",
-                                          "counts.dual=4", "twins=false"),
+    cohort = generate_cohort(synth_recipe(*counts(HC=48, MDD=4, diabetes=4, dual=4), "twins=false"),
                              tmp_path / "cohort", workers=2)
 
     def args(out_dir: Path) -> list[str]:

@@ -15,15 +15,15 @@ from neurocvae.contrastive.discriminator import DiscriminatorWarning
 from neurocvae.synthetic.renderer import generate_cohort
 from tests.cli.conftest import TINY
 from tests.cli.test_brainage_cli import FAST
-from tests.conftest import compose_config, synth_recipe
+from tests.conftest import compose_config, counts, synth_recipe
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
                             f"{DiscriminatorWarning.__name__}")
 def test_a_table_without_sex_and_site_goes_through_the_whole_pipeline(tmp_path, caplog):
-    cohort = generate_cohort(synth_recipe("counts.HC=60", "counts.MDD=10", "counts.diabetes=10",
-                                          "counts.dual=10"), tmp_path / "cohort", workers=2)
+    cohort = generate_cohort(synth_recipe(*counts(HC=60, MDD=10, diabetes=10, dual=10)),
+                             tmp_path / "cohort", workers=2)
     table = pd.read_csv(cohort / "manifest.csv")
     table["path"] = [str(cohort / p) for p in table["path"]]
     table.drop(columns=["sex", "site"]).to_csv(tmp_path / "bare.csv", index=False)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-TINY = ["grid=ci", "counts.HC=4", "counts.MDD=2", "counts.diabetes=2", "counts.dual=2"]
+from tests.conftest import counts
+
+TINY = ["grid=ci", *counts(HC=4, MDD=2, diabetes=2, dual=2)]
 
 
 def run(args, cwd):
@@ -33,9 +35,9 @@ def test_synth_writes_a_cohort_and_its_report(tmp_path):
 
 @pytest.mark.slow
 def test_synth_rejects_bad_input_without_a_traceback(tmp_path):
-    result = run([*TINY, "counts.dual=-2", "out_dir=cohort"], cwd=tmp_path)
+    result = run([*TINY, "groups.dual.count=-2", "out_dir=cohort"], cwd=tmp_path)
     assert result.returncode == 2
-    assert "counts.dual: -2; expected a non-negative integer" in result.stderr
+    assert "groups.dual.count: -2; expected a non-negative integer" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "cohort").exists()
 

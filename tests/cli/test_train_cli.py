@@ -110,8 +110,8 @@ def test_a_patient_in_the_background_table_is_refused(sets, tmp_path, capsys):
     table.to_csv(mixed, index=False)
     with pytest.raises(SystemExit):
         run((target, mixed), tmp_path / "run")
-    assert ("holds healthy controls (group HC) only; 2 row(s) are patients ['MDD'] (lines 4, 7)"
-            in capsys.readouterr().err)
+    assert ("the background set holds one group, the controls (HC); 2 row(s) are in group(s) "
+            "['MDD'] (lines 4, 7)" in capsys.readouterr().err)
 
 
 def test_an_added_key_nothing_reads_is_refused(sets, tmp_path, capsys):

@@ -42,7 +42,7 @@ def test_brainage_learns_from_controls_and_predicts_everybody(tiny_cohort, tmp_p
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 1, 8, 8, 8) and batch["image"].dtype == torch.float16
     assert dm.on_after_batch_transfer(batch, 0)["image"].dtype == torch.float32
-    assert (batch["group"] == 0).all()
+    assert set(batch["group"]) == {"HC"}
     fitted = sum(len(dm.splits[s]) for s in ("train", "val", "test"))
     assert fitted == 12  # the healthy controls
     ids = [i for b in dm.predict_dataloader() for i in b["subject_id"]]
@@ -63,8 +63,8 @@ def test_contrastive_batches_pair_each_background_with_a_target(target_and_backg
     seen_background = {s for b in batches for s in b["background"]["subject_id"]}
     assert seen_target <= set(pd.read_csv(target)["subject_id"])
     assert seen_background <= set(pd.read_csv(background)["subject_id"])
-    assert (batches[0]["background"]["group"] == 0).all()
-    assert (batches[0]["target"]["group"] > 0).all()
+    assert set(batches[0]["background"]["group"]) == {"HC"}
+    assert "HC" not in set(batches[0]["target"]["group"])
     # minmax_global (the contrastive default) is fitted on the training split and checkpointed
     assert dm.minmax is not None and dm.state_dict()["minmax"]["hi"] > dm.minmax.lo
     inputs = dm.on_after_batch_transfer(batches[0], 0)
@@ -102,6 +102,25 @@ def test_overlapping_target_and_background_are_refused(target_and_background, tm
     both.to_csv(background, index=False)
     dm = datamodule("contrastive", tmp_path, target=target, background=background)
     with pytest.raises(InputError, match=r"2 subject_id.*in both"):
+        dm.setup("fit")
+
+
+def test_the_background_s_group_names_the_controls(tmp_path):
+    """Groups of any name: the background holds one group; a target in it is refused."""
+    target = write_cohort(tmp_path, ["C1", "C2", "C12"] * 4, start=12)
+    background = write_cohort(tmp_path, ["control"] * 20, start=24)
+    background.to_csv(tmp_path / "background.csv", index=False)
+    target.to_csv(tmp_path / "target.csv", index=False)
+    dm = datamodule("contrastive", tmp_path, target=tmp_path / "target.csv",
+                    background=tmp_path / "background.csv")
+    dm.setup("fit")
+    assert set(dm.splits["train"]["target"]["group"]) == {"C1", "C2", "C12"}
+    target.loc[[1, 4], "group"] = "control"
+    target.to_csv(tmp_path / "mixed.csv", index=False)
+    dm = datamodule("contrastive", tmp_path / "other", target=tmp_path / "mixed.csv",
+                    background=tmp_path / "background.csv")
+    with pytest.raises(InputError, match=r"the target set holds patients, not the background's "
+                                         r"group control; 2 row\(s\) .* \(lines 3, 6\)"):
         dm.setup("fit")
 
 

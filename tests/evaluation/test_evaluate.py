@@ -27,7 +27,8 @@ TINY_TRAIN = ("train=['data.preprocessing.shape=[24,24,24]','data.batch_size=4',
               "'data.num_workers=0','data.cache_workers=0','arch.channels=[4,8]','arch.hidden=16',"
               "'arch.bottleneck_channels=null','trainer.max_epochs=2','callbacks.early_stopping.patience=null',"
               "'trainer.enable_progress_bar=false','trainer.log_every_n_steps=1']")
-SMALL = ["cohort=['grid=ci','seed=3','counts={HC:32,MDD:16,diabetes:16,dual:0}']",
+SMALL = ["cohort=['grid=ci','seed=3','groups.HC.count=32','groups.MDD.count=16',"
+         "'groups.diabetes.count=16','groups.dual.count=0']",
          "split_fractions={train:0.5,val:0.25,test:0.25}", TINY_TRAIN]
 
 

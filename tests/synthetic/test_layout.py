@@ -3,11 +3,11 @@
 import pandas as pd
 
 from neurocvae.synthetic import CohortFolder, generate_cohort
-from tests.conftest import synth_recipe
+from tests.conftest import counts, synth_recipe
 
 
 def test_the_layout_names_every_file_of_a_rendered_cohort(tmp_path):
-    recipe = synth_recipe("counts.HC=2", "counts.MDD=1", "counts.diabetes=1", "counts.dual=0")
+    recipe = synth_recipe(*counts(HC=2, MDD=1, diabetes=1, dual=0))
     folder = CohortFolder(generate_cohort(recipe, tmp_path / "cohort", workers=1))
     assert folder.is_cohort() and folder.has_truth()
     assert folder.brain_mask.is_file()

@@ -30,10 +30,14 @@ def test_ukbb_grid_is_the_fsl_mni152_frame():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("counts.MDD=-3", "counts.MDD: -3; expected a non-negative integer"),
-        ("+counts.autism=5", "counts.autism: unknown group 'autism'"),
-        ("patterns.A.groups=[MDD,ADHD]", "patterns.A.groups: unknown group 'ADHD'"),
-        ("patterns.B.groups=[HC]", "HC must carry no disease"),
+        ("groups.MDD.count=-3", "groups.MDD.count: -3; expected a non-negative integer"),
+        ("groups.MDD.count=2.5", "groups.MDD.count: 2.5; expected a non-negative integer"),
+        ("groups.MDD.patterns=[A,C]", "groups.MDD.patterns: unknown pattern 'C'; known "
+                                      "patterns: A, B"),
+        ("+groups.HC.patterns=[B]", "groups.HC.patterns: ['B']; the controls (HC) carry no "
+                                    "pattern"),
+        ("controls=healthy", "controls: 'healthy' is not one of the groups (HC, MDD, "
+                             "diabetes, dual)"),
         ("grid.voxel_size=0", "grid.voxel_size: 0.0 mm; expected > 0"),
         ("grid.voxel_size=-2", "grid.voxel_size: -2.0 mm; expected > 0"),
         ("patterns.A.centre_mm=[0,0,95]", "patterns.A.centre_mm: [0, 0, 95] mm lies outside "
@@ -42,10 +46,14 @@ def test_ukbb_grid_is_the_fsl_mni152_frame():
         ("patterns.B.warp=0.9", "patterns.B.warp: 0.9 × severity max 1.5"),
         ("age.min=90", "age: min 90.0, max 80.0"),
         ("sites=[]", "sites: empty"),
-        ("age_by_group={MDD:{min:70,max:60}}", "age_by_group.MDD: min 70.0, max 60.0"),
-        ("age_by_group={ASD:{min:50,max:60}}", "unknown group 'ASD'"),
-        ("site_mix={MDD:{S9:1}}", "site_mix.MDD: {'S9': 1.0}; expected weights ≥ 0"),
-        ("site_mix={MDD:{S1:0}}", "site_mix.MDD: {'S1': 0.0}; expected weights ≥ 0 (not all 0)"),
+        ("+groups.MDD.age={min:70,max:60}", "groups.MDD.age: min 70.0, max 60.0"),
+        ("+groups.MDD.age={mean:40,sd:15}", "groups.MDD.age: mean 40.0, sd 15.0; expected "
+                                            "both, sd > 0 and min ≤ mean ≤ max (45.0, 80.0)"),
+        ("+groups.MDD.age={sd:3}", "groups.MDD.age: mean None, sd 3.0; expected both"),
+        ("+groups.MDD.male_fraction=1.5", "groups.MDD.male_fraction: 1.5; expected within"),
+        ("+groups.MDD.site_mix={S9:1}", "groups.MDD.site_mix: {'S9': 1.0}; expected weights ≥ 0"),
+        ("+groups.MDD.site_mix={S1:0}", "groups.MDD.site_mix: {'S1': 0.0}; expected weights ≥ 0 "
+                                        "(not all 0)"),
         ("head_size.space=scanner", "head_size.space: 'scanner'; expected one of"),
         ("anatomy.rms_mm=9", "anatomy.rms_mm: 9.0; expected within [0, 5.0] mm"),
         ("patterns.A.jitter_mm=-1", "patterns.A.jitter_mm: -1; expected within [0, 10.0] mm"),
@@ -58,10 +66,16 @@ def test_invalid_recipe_is_named(override, message):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("+age.MDD=60", "unknown key(s) ['age.MDD']; age has ['max', 'min']"),
-    ("site_mix=0.5", "site_mix=0.5; expected {group: {site: weight, …}}"),
-    ("age_by_group={MDD:60}", "age_by_group={'MDD': 60}; expected {group: {min: …, max: …}}"),
-    ("+head_size.mean=1", "unknown key(s) ['head_size.mean']"),
+    ("+age.MDD=60", "age.MDD: unknown key; known keys: max, mean, min, sd"),
+    ("+groups.MDD.site_mixture={S1:1}", "groups.MDD.site_mixture: unknown key; did you mean "
+                                        "'site_mix'?"),
+    ("+groups.MDD.site_mix=0.5", "groups.MDD.site_mix=0.5; expected {site: weight, …}"),
+    ("+groups.MDD.age=60", "groups.MDD.age=60; expected {min: …, max: …} (uniform), with "
+                           "mean and sd a truncated normal"),
+    ("+groups.MDD.age={median:60}", "groups.MDD.age.median: unknown key; did you mean 'mean'?"),
+    ("+patterns.A.groups=[MDD]", "patterns.A.groups: unknown key; known keys: centre_mm,"),
+    ("+head_size.mean=1", "head_size.mean: unknown key"),
+    ("+sites.0.noise=1", "sites[0].noise: unknown key; did you mean 'noise_sd'?"),
 ])
 def test_a_key_the_recipe_does_not_read_is_refused(override, message):
     with pytest.raises(InputError) as error:
@@ -71,17 +85,17 @@ def test_a_key_the_recipe_does_not_read_is_refused(override, message):
 
 def test_all_problems_are_reported_at_once():
     with pytest.raises(InputError) as error:
-        synth_recipe("counts.HC=-1", "grid.voxel_size=-1")
-    assert "counts.HC" in str(error.value) and "grid.voxel_size" in str(error.value)
+        synth_recipe("groups.HC.count=-1", "grid.voxel_size=-1")
+    assert "groups.HC.count" in str(error.value) and "grid.voxel_size" in str(error.value)
 
 
 def test_invalid_recipe_writes_nothing(tmp_path, capsys):
     out = tmp_path / "cohort"
-    cfg = compose_config("synth", ["grid=ci", "counts.HC=-1", f"out_dir={out}"])
+    cfg = compose_config("synth", ["grid=ci", "groups.HC.count=-1", f"out_dir={out}"])
     with pytest.raises(SystemExit) as exit_:
         synth(cfg)
     assert exit_.value.code == 2
-    assert "counts.HC: -1" in capsys.readouterr().err
+    assert "groups.HC.count: -1" in capsys.readouterr().err
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -90,12 +104,13 @@ def test_existing_folder_is_not_overwritten_without_consent(tmp_path, capsys):
     out = tmp_path / "cohort"
     out.mkdir()
     (out / "notes.txt").write_text("precious")
-    cfg = compose_config("synth", ["grid=ci", "counts.HC=2", f"out_dir={out}"])
+    cfg = compose_config("synth", ["grid=ci", "groups.HC.count=2", f"out_dir={out}"])
     with pytest.raises(SystemExit):
         synth(cfg)
     assert "overwrite=true" in capsys.readouterr().err
     # even with overwrite=true, a folder that is not a cohort of ours is kept
-    cfg = compose_config("synth", ["grid=ci", "counts.HC=2", f"out_dir={out}", "overwrite=true"])
+    cfg = compose_config("synth", ["grid=ci", "groups.HC.count=2", f"out_dir={out}",
+                                   "overwrite=true"])
     with pytest.raises(SystemExit):
         synth(cfg)
     assert "not written by neurocvae-synth" in capsys.readouterr().err

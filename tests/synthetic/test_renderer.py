@@ -5,11 +5,13 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
-from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
+from neurocvae.data.cohort import MANIFEST_COLUMNS
+from neurocvae.synthetic.layout import CohortFolder
+from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import generate_cohort, plan_cohort, read_volume
-from tests.conftest import synth_recipe
+from tests.conftest import counts, synth_recipe
 
-TINY = ("counts.HC=3", "counts.MDD=2", "counts.diabetes=1", "counts.dual=2")
+TINY = tuple(counts(HC=3, MDD=2, diabetes=1, dual=2))
 
 
 def load_all(cohort, paths) -> np.ndarray:
@@ -21,7 +23,8 @@ def test_plan_is_balanced_and_complete():
     table = plan_cohort(recipe)
     assert table["group"].value_counts().to_dict() == recipe.counts
     assert table["subject_id"].is_unique
-    assert table["label"].tolist() == [GROUPS[g] for g in table["group"]]
+    order = {"HC": 0, "MDD": 1, "diabetes": 2, "dual": 3}  # the recipe's order
+    assert table["label"].tolist() == [order[g] for g in table["group"]]
     for _, members in table.groupby("group"):
         assert members["site"].value_counts().tolist() == [len(members) // 4] * 4
         assert (members["sex"] == "M").sum() == len(members) // 2
@@ -55,8 +58,8 @@ def test_overwrite_replaces_a_cohort_of_ours(tmp_path):
     out = generate_cohort(synth_recipe(*TINY), tmp_path / "cohort", workers=1)
     with pytest.raises(ValueError, match="overwrite=true"):
         generate_cohort(synth_recipe(*TINY), out, workers=1)
-    generate_cohort(synth_recipe(*TINY[:1], "counts.MDD=0", "counts.diabetes=0",
-                                 "counts.dual=0"), out, overwrite=True, workers=1)
+    generate_cohort(synth_recipe(*TINY[:1], "groups.MDD.count=0", "groups.diabetes.count=0",
+                                 "groups.dual.count=0"), out, overwrite=True, workers=1)
     assert len(pd.read_csv(out / "manifest.csv")) == 3
     assert not any((out / "twins").iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
@@ -137,8 +140,8 @@ def test_ground_truth_records_every_factor(ci_cohort):
 
 
 def test_confounds_give_a_group_its_own_ages_and_sites_and_leave_the_rest_balanced():
-    plan = plan_cohort(synth_recipe("age_by_group={MDD:{min:60,max:80}}",
-                                    "site_mix={diabetes:{S1:3,S2:1}}"))
+    plan = plan_cohort(synth_recipe("+groups.MDD.age={min:60,max:80}",
+                                    "+groups.diabetes.site_mix={S1:3,S2:1}"))
     ages = plan.groupby("group")["age"]
     assert ages.min()["MDD"] >= 60 and ages.min()["HC"] < 50  # older patients than controls
     assert plan[plan["group"] == "diabetes"]["site"].value_counts().to_dict() == {"S1": 60,
@@ -151,16 +154,57 @@ def test_confounds_give_a_group_its_own_ages_and_sites_and_leave_the_rest_balanc
         default[default["group"].isin(others)].drop(columns="subject_id").reset_index(drop=True))
 
 
+OWN_STUDY = [  # three subtypes (one with a pattern of its own), a comorbid group, patients
+    # 6 years older than the controls and scanned mostly at S1
+    "~groups.MDD", "~groups.diabetes", "~groups.dual", "+patterns.C={centre_mm:[-40,20,20]}",
+    "age.mean=60", "age.sd=5", "+groups.HC.site_mix={S1:1,S2:1,S3:1,S4:1}",
+    *(f"+groups.{name}={{count:N,patterns:{patterns},age:{{mean:66,sd:5}},"
+      "site_mix:{S1:55,S2:15,S3:15,S4:15}}"
+      for name, patterns in (("C1", "[A]"), ("C2", "[B]"), ("C3", "[C]"), ("C12", "[A,B]")))]
+
+
+def own_study(controls: int, patients: int) -> Recipe:
+    return synth_recipe(f"groups.HC.count={controls}",
+                        *(o.replace("count:N", f"count:{patients}") for o in OWN_STUDY))
+
+
+def test_a_study_of_its_own_groups_is_planted_as_written():
+    plan = plan_cohort(own_study(200, 200))
+    assert plan["group"].value_counts().to_dict() == {"HC": 200, "C1": 200, "C2": 200,
+                                                       "C3": 200, "C12": 200}
+    patients = plan[plan["group"] != "HC"]
+    controls = plan[plan["group"] == "HC"]
+    assert patients["age"].mean() - controls["age"].mean() == pytest.approx(6, abs=0.5)
+    assert patients["age"].std() == pytest.approx(5, rel=0.1)
+    share = patients["site"].value_counts(normalize=True)
+    assert share.to_dict() == pytest.approx({"S1": 0.55, "S2": 0.15, "S3": 0.15, "S4": 0.15},
+                                            abs=0.01)
+    assert set(controls["site"].value_counts()) == {50}
+    carriers = {p: set(plan.loc[plan[f"severity_{p}"] > 0, "group"]) for p in "ABC"}
+    assert carriers == {"A": {"C1", "C12"}, "B": {"C2", "C12"}, "C": {"C3"}}
+
+
+def test_a_study_of_its_own_groups_renders(tmp_path):
+    cohort = generate_cohort(own_study(4, 2), tmp_path / "own", workers=1)
+    truth = pd.read_csv(cohort / "ground_truth.csv", keep_default_na=False)
+    assert truth["group"].value_counts().to_dict() == {"HC": 4, "C1": 2, "C2": 2, "C3": 2,
+                                                        "C12": 2}
+    assert (truth.loc[truth["group"] == "C3", "severity_C"] > 0).all()
+    assert set(truth.loc[truth["twin_path"] != "", "group"]) == {"C1", "C2", "C3", "C12"}
+    assert CohortFolder(cohort).planted_patterns()["C"]["groups"] == ["C3"]
+    assert CohortFolder(cohort).controls() == "HC"
+
+
 def test_a_jittered_pattern_sits_where_each_subject_s_offset_puts_it():
     import dataclasses
 
     from neurocvae.synthetic.renderer import Renderer, shift_columns
 
-    recipe = synth_recipe("counts={HC:2,MDD:6,diabetes:0,dual:0}", "patterns.A.jitter_mm=4")
+    recipe = synth_recipe(*counts(HC=2, MDD=6, diabetes=0, dual=0), "patterns.A.jitter_mm=4")
     plan = plan_cohort(recipe)
     shifts = plan[shift_columns("A")].to_numpy()
     assert 0 < np.abs(shifts).max() <= 12 and "shift_B_x_mm" not in plan
-    default = plan_cohort(synth_recipe("counts={HC:2,MDD:6,diabetes:0,dual:0}"))
+    default = plan_cohort(synth_recipe(*counts(HC=2, MDD=6, diabetes=0, dual=0)))
     pd.testing.assert_frame_equal(plan[default.columns], default)  # nothing else moved
 
     patient = plan[plan["group"] == "MDD"].iloc[0]
@@ -181,8 +225,8 @@ def test_each_subject_gets_its_own_smooth_anatomy_which_its_twin_shares():
     assert np.sqrt((field**2).sum(-1).mean()) == pytest.approx(2.0, rel=1e-4)
     assert np.abs(np.diff(field, axis=0)).max() / 4.0 < 0.2  # smooth: far from folding (1)
 
-    counts = "counts={HC:6,MDD:2,diabetes:0,dual:0}"
-    shaped, plain = synth_recipe(counts, "anatomy.rms_mm=2"), synth_recipe(counts)
+    sizes = counts(HC=6, MDD=2, diabetes=0, dual=0)
+    shaped, plain = synth_recipe(*sizes, "anatomy.rms_mm=2"), synth_recipe(*sizes)
     plan = plan_cohort(shaped)
     assert plan["anatomy_seed"].is_unique
     controls = plan[plan["group"] == "HC"]

@@ -15,7 +15,7 @@ from neurocvae.synthetic.strength import (
     pilot,
     scaled,
 )
-from tests.conftest import compose_config, synth_recipe
+from tests.conftest import compose_config, counts, synth_recipe
 
 PILOT = 12
 
@@ -56,7 +56,7 @@ def test_an_impossible_request_is_refused_with_what_is_reachable(recipe, f, mess
 def test_the_command_renders_the_calibrated_cohort(tmp_path):
     out = tmp_path / "cohort"
     synth(compose_config("synth", [
-        "grid=ci", "counts.HC=4", "counts.MDD=4", "counts.diabetes=4", "counts.dual=4",
+        "grid=ci", *counts(HC=4, MDD=4, diabetes=4, dual=4),
         "disease_strength.f=0.002", f"disease_strength.pilot_patients={PILOT}",
         f"out_dir={out}", "workers=1", "report=false"]))
     saved = json.loads((out / "recipe.json").read_text())

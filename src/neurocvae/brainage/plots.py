@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurocvae.data.cohort import GROUPS
+from neurocvae.data.cohort import HEALTHY
 from neurocvae.figures import plt, save_figure
 
 
 def _groups(table: pd.DataFrame) -> list[str]:
-    return [g for g in GROUPS if g in set(table["group"])]
+    """The table's groups, the controls (HC) first, the others in order of appearance."""
+    return sorted(table["group"].unique(), key=lambda g: g != HEALTHY)
 
 
 def plot_predictions(table: pd.DataFrame, path: Path, *, title: str = "") -> Path:

@@ -29,21 +29,26 @@ class ShortBackgroundWarning(UserWarning):
     """Too few controls to age-match every target, even with the fallback."""
 
 
-def select_targets(table: pd.DataFrame, thresholds: Mapping[str, float] | None
-                   ) -> pd.DataFrame:
-    """Patients with `bag` > `thresholds[group]`; groups without a threshold are left out.
+def select_targets(table: pd.DataFrame, thresholds: Mapping[str, float] | None,
+                   controls: str = HEALTHY) -> pd.DataFrame:
+    """Patients (every group but `controls`) with `bag` > `thresholds[group]`; groups without a
+    threshold are left out, with a warning.
 
     `thresholds=None`: every patient, no BAG filter.
     """
-    patients = table[table["group"] != HEALTHY]
+    patients = table[table["group"] != controls]
     if thresholds is None:
         return patients.copy()
-    unknown = sorted(set(thresholds) - set(patients["group"]) - {HEALTHY})
-    if HEALTHY in thresholds:
-        raise InputError(f"selection.thresholds has {HEALTHY}: controls are never targets")
+    if controls in thresholds:
+        raise InputError(f"selection.thresholds has {controls}: controls are never targets")
+    unknown = sorted(set(thresholds) - set(patients["group"]))
     if unknown:
         warnings.warn(f"selection.thresholds names group(s) with no patient: {unknown}",
                       stacklevel=2)
+    left_out = sorted(set(patients["group"]) - set(thresholds))
+    if left_out:
+        warnings.warn(f"patient group(s) {left_out} have no selection threshold and are left "
+                      "out of the targets", stacklevel=2)
     limit = patients["group"].map(thresholds)
     return patients[limit.notna() & (patients["bag"] > limit)].copy()
 

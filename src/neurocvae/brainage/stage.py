@@ -53,13 +53,13 @@ RESULTS = ("brainage.csv", "lbc.json", "metrics.json", "target.csv", "background
 TASKS = ("full", "predict")
 
 
-def calibration_controls(split: str) -> str:
-    return f"{HEALTHY} of the {split!r} split"
+def calibration_controls(split: str, controls: str = HEALTHY) -> str:
+    return f"{controls} of the {split!r} split"
 
 
-def controls_of(table: pd.DataFrame, split: str) -> pd.Series:
-    """[N] bool: the healthy controls of `split`."""
-    return (table["group"] == HEALTHY) & (table["split"] == split)
+def controls_of(table: pd.DataFrame, split: str, controls: str = HEALTHY) -> pd.Series:
+    """[N] bool: the healthy controls (group `controls`) of `split`."""
+    return (table["group"] == controls) & (table["split"] == split)
 
 
 def gather_predictions(trainer: pl.Trainer, batches: list[dict[str, Any]]) -> pd.DataFrame:
@@ -148,8 +148,8 @@ def predict_ages(cfg: DictConfig, datamodule: BrainAgeDataModule,
     datamodule.setup("fit")
     fit_on = cfg.correction.fit_on
     split = datamodule.split_of(datamodule.table["subject_id"])
-    require_controls(controls_of(datamodule.table.assign(split=split), fit_on).sum(),
-                     cfg.correction.min_subjects, calibration_controls(fit_on))
+    require_controls(controls_of(datamodule.table.assign(split=split), fit_on, cfg.controls).sum(),
+                     cfg.correction.min_subjects, calibration_controls(fit_on, cfg.controls))
     bins.check(datamodule.table["age"], "scans")
     pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
     module = sfcn_module(cfg)
@@ -210,26 +210,27 @@ def predict_only(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict) -> tuple[pd.DataFrame,
-                                                                            BiasCorrection]:
-    """Fit the bias correction on the controls of split `fit_on` that did not train the network;
-    add `lbc_fit`, `corrected_age` and `bag` (years) for everybody."""
+def correct(table: pd.DataFrame, correction_cfg: DictConfig | dict, controls: str = HEALTHY
+            ) -> tuple[pd.DataFrame, BiasCorrection]:
+    """Fit the bias correction on the controls (group `controls`) of split `fit_on` that did not
+    train the network; add `lbc_fit`, `corrected_age` and `bag` (years) for everybody."""
     split = correction_cfg["fit_on"]
-    fit = controls_of(table, split) & ~table["sfcn_fit"]
+    fit = controls_of(table, split, controls) & ~table["sfcn_fit"]
     correction = BiasCorrection.fit(
         table.loc[fit, "brain_age"], table.loc[fit, "age"], form=correction_cfg["form"],
         min_subjects=correction_cfg["min_subjects"], min_slope=correction_cfg["min_slope"],
-        fitted_on=calibration_controls(split))
+        fitted_on=calibration_controls(split, controls))
     return table.assign(lbc_fit=fit,
                         corrected_age=correction.corrected_age(table["brain_age"], table["age"]),
                         bag=correction.gap(table["brain_age"], table["age"])), correction
 
 
-def measure(table: pd.DataFrame, report_on: str) -> dict[str, Any]:
+def measure(table: pd.DataFrame, report_on: str, controls: str = HEALTHY) -> dict[str, Any]:
     """Raw and corrected agreement on held-out controls, against always predicting the mean age
     of the subjects that fitted the network or the correction; mean BAG per group over the scans
     the network did not train on."""
-    held_out = table[controls_of(table, report_on) & ~table["sfcn_fit"] & ~table["lbc_fit"]]
+    held_out = table[controls_of(table, report_on, controls) & ~table["sfcn_fit"]
+                     & ~table["lbc_fit"]]
     reference = table.loc[table["sfcn_fit"] | table["lbc_fit"], "age"].mean()
     unfitted = table[~table["sfcn_fit"]]
     return {
@@ -245,18 +246,21 @@ def measure(table: pd.DataFrame, report_on: str) -> dict[str, Any]:
     }
 
 
-def select(table: pd.DataFrame, selection_cfg: DictConfig | dict
+def select(table: pd.DataFrame, selection_cfg: DictConfig | dict, controls: str = HEALTHY
            ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Targets and age-matched background among the scans the network did not train on."""
+    """Targets and age-matched background (group `controls`) among the scans the network did
+    not train on."""
     mode = selection_cfg["mode"]
     candidates = table[~table["sfcn_fit"]]
     thresholds = dict(selection_cfg["thresholds"]) if mode == "bag" else None
-    targets = select_targets(candidates, thresholds)
+    targets = select_targets(candidates, thresholds, controls)
     if targets.empty:
-        raise InputError(f"no patient passes the selection thresholds {thresholds}")
+        groups = sorted(set(candidates["group"]) - {controls})
+        raise InputError(f"no patient passes the selection thresholds {thresholds} (patient "
+                         f"groups: {groups}; a group without a threshold is left out)")
     background, short = match_background(
-        targets, candidates[candidates["group"] == HEALTHY], bin_years=selection_cfg["bin_years"],
-        fallback_years=selection_cfg["fallback_years"])
+        targets, candidates[candidates["group"] == controls],
+        bin_years=selection_cfg["bin_years"], fallback_years=selection_cfg["fallback_years"])
     summary = {"mode": mode, "thresholds": thresholds, "short_bins": short,
                **summarise(targets, background, bin_years=selection_cfg["bin_years"])}
     return targets, background, summary
@@ -313,12 +317,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.task == "predict":
         return predict_only(cfg, out_dir)
-    datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule: BrainAgeDataModule = hydra.utils.instantiate(cfg.data,
+                                                             train_groups=[cfg.controls])
     table = predict_ages(cfg, datamodule, out_dir)
     if table is None:  # another DDP rank: the first one corrects, selects and writes
         return {}
-    table, correction = correct(table, cfg.correction)
-    metrics = {"correction": vars(correction), **measure(table, cfg.correction.report_on)}
+    table, correction = correct(table, cfg.correction, cfg.controls)
+    metrics = {"correction": vars(correction),
+               **measure(table, cfg.correction.report_on, cfg.controls)}
     correction.save(out_dir / "lbc.json")
     write_text_atomically(out_dir / "brainage.csv", table.to_csv(index=False))
     write_json(out_dir / "metrics.json", metrics)
@@ -328,13 +334,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     plots.plot_bag_by_group(unfitted, out_dir / "bag_by_group.png")
     held = metrics["held_out_controls"]
     log.info("held-out %s (n=%d): MAE raw %.2f y, corrected %.2f y (mean-age MAE %.2f y); "
-             "corr(gap, age) raw %.2f, corrected %.2f", HEALTHY, held["raw"]["n"],
+             "corr(gap, age) raw %.2f, corrected %.2f", cfg.controls, held["raw"]["n"],
              held["raw"]["mae"], held["corrected"]["mae"], held["mean_age_mae"],
              held["raw"]["r_error_age"], held["corrected"]["r_error_age"])
     log.info("mean BAG: %s", {g: round(v["mean"], 2) for g, v in metrics["bag_by_group"].items()})
 
     try:
-        targets, background, summary = select(table, cfg.selection)
+        targets, background, summary = select(table, cfg.selection, cfg.controls)
     except InputError as error:
         raise InputError(f"{error}. The predictions, the correction and their metrics are "
                          f"written (brainage.csv, lbc.json, metrics.json in {out_dir})") from None

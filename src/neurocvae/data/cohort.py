@@ -22,8 +22,8 @@ from neurocvae.data.archives import scan_exists
 from neurocvae.errors import InputError
 
 log = logging.getLogger(__name__)
-# Diagnostic groups and their integer labels (docs/science.md §1.1): dual carries both diseases.
-GROUPS: dict[str, int] = {"HC": 0, "MDD": 1, "diabetes": 2, "dual": 3}
+# A group is any name a table gives (e.g. HC, MDD, diabetes, dual: docs/science.md §1.1); the
+# healthy controls are the group named `controls` in each command's settings, HC by default.
 HEALTHY = "HC"
 UNKNOWN = "unknown"  # sex not recorded; the one site of a table without sites; no group
 SEXES = ("F", "M", UNKNOWN)
@@ -110,7 +110,6 @@ def _row_problems(frame: pd.DataFrame, ages: pd.Series, *, check_files: bool,
                   labelled: bool) -> list[str]:
     """Every bad cell of a cohort table, as "line L, column C: what is wrong"."""
     problems: list[str] = []
-    groups = tuple(GROUPS) if labelled else (*GROUPS, UNKNOWN)
     first_line: dict[str, int] = {}
     for row, record in enumerate(frame.itertuples(index=False)):
         where = f"line {line_of(row)}"
@@ -132,9 +131,9 @@ def _row_problems(frame: pd.DataFrame, ages: pd.Series, *, check_files: bool,
                             f"{AGE_RANGE[0]}–{AGE_RANGE[1]} years")
         if record.sex not in SEXES:
             problems.append(f"{where}, column sex: {record.sex!r}, expected one of {SEXES}")
-        if record.group not in groups:
-            problems.append(f"{where}, column group: unknown group {record.group!r}, "
-                            f"expected one of {groups}")
+        if not record.group.strip() or record.group != record.group.strip():
+            problems.append(f"{where}, column group: {record.group!r}; expected a group name "
+                            "(e.g. HC), without spaces around it")
         if not record.site.strip():
             problems.append(f"{where}, column site: empty (use one value for a single site)")
         if not record.path:
@@ -183,8 +182,3 @@ def _examples(values: Iterable[str], n: int = 5) -> str:
     values = list(values)
     listed = ", ".join(map(str, values[:n]))
     return listed + (f", … ({len(values)} in all)" if len(values) > n else "")
-
-
-def group_labels(frame: pd.DataFrame) -> pd.Series:
-    """Integer labels of the `group` column (HC 0, MDD 1, diabetes 2, dual 3; −1 unknown)."""
-    return frame["group"].map(GROUPS).fillna(-1).astype(int)

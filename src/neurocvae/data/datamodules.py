@@ -27,7 +27,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from neurocvae.data import pairing as pairings
 from neurocvae.data.augment import Augmentation
 from neurocvae.data.cache import VolumeCache, open_or_build
-from neurocvae.data.cohort import HEALTHY, MAX_LISTED, check_disjoint, line_of, read_manifest
+from neurocvae.data.cohort import MAX_LISTED, check_disjoint, line_of, read_manifest
 from neurocvae.data.datasets import (
     ContrastiveDataset,
     EpochSampler,
@@ -244,12 +244,16 @@ class ContrastiveDataModule(CohortDataModule):
     def _tables(self) -> pd.DataFrame:
         target, background = read_manifest(self.target_file), read_manifest(self.background_file)
         check_disjoint({self.target_file: target, self.background_file: background})
-        patients = background[background["group"] != HEALTHY]
-        if len(patients):
-            lines = ", ".join(str(line_of(row)) for row in patients.index[:MAX_LISTED])
-            raise InputError(f"{self.background_file}: the background set holds healthy "
-                             f"controls (group {HEALTHY}) only; {len(patients)} row(s) are "
-                             f"patients {sorted(set(patients['group']))} (lines {lines})")
+        controls = background["group"].value_counts().index[0]  # the background's group
+        for file, rows, what in (
+                (self.background_file, background[background["group"] != controls],
+                 f"the background set holds one group, the controls ({controls}); "),
+                (self.target_file, target[target["group"] == controls],
+                 f"the target set holds patients, not the background's group {controls}; ")):
+            if len(rows):
+                lines = ", ".join(str(line_of(row)) for row in rows.index[:MAX_LISTED])
+                raise InputError(f"{file}: {what}{len(rows)} row(s) are in group(s) "
+                                 f"{sorted(set(rows['group']))} (lines {lines})")
         return pd.concat([target.assign(role="target"), background.assign(role="background")],
                          ignore_index=True)
 

@@ -1,6 +1,6 @@
 """Datasets over cached volumes, and the sampler that draws an epoch.
 
-An item is a dict: `image` float16 [1, X, Y, Z], `age` (years), `group` (integer label), `site`,
+An item is a dict: `image` float16 [1, X, Y, Z], `age` (years), `group` (its name), `site`,
 `subject_id`. A contrastive item is `{"target": item, "background": item}`. Images travel as
 float16 (half the bytes through workers, pinned memory and the bus); `model_inputs` makes them
 float32 and applies the fitted intensity scaling, on the device (the DataModules call it in
@@ -20,7 +20,6 @@ from monai.transforms import Compose
 from torch.utils.data import Dataset, DistributedSampler
 
 from neurocvae.data.cache import VolumeCache
-from neurocvae.data.cohort import group_labels
 from neurocvae.data.pairing import Pairing
 
 Intensity = Callable[[torch.Tensor], torch.Tensor]
@@ -51,7 +50,6 @@ class VolumeDataset(Dataset):
         self.cache, self.augment = cache, augment
         self.paths = self.table["path"].tolist()
         self.ages = torch.tensor(self.table["age"].to_numpy(), dtype=torch.float32)
-        self.groups = torch.tensor(group_labels(self.table).to_numpy())
 
     def __len__(self) -> int:
         return len(self.table)
@@ -62,7 +60,7 @@ class VolumeDataset(Dataset):
         if self.augment is not None:
             self.augment.set_random_state(seed=seed)
             image = torch.as_tensor(self.augment({"image": image.float()})["image"]).half()
-        return {"image": image, "age": self.ages[i], "group": self.groups[i],
+        return {"image": image, "age": self.ages[i], "group": self.table.at[i, "group"],
                 "site": self.table.at[i, "site"], "subject_id": self.table.at[i, "subject_id"]}
 
 

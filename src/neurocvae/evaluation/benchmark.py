@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from neurocvae.config import compose_config
-from neurocvae.data.cohort import HEALTHY, read_manifest
+from neurocvae.data.cohort import read_manifest
 from neurocvae.errors import InputError, TrainingDiverged
 from neurocvae.evaluation.evaluate import evaluate_run
 from neurocvae.evaluation.quick_check import fit_and_check
@@ -43,9 +43,10 @@ def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
                  recipe.grid.name)
         generate_cohort(recipe, folder, overwrite=True)
     manifest = read_manifest(CohortFolder(folder).manifest)
+    controls = manifest["group"] == CohortFolder(folder).controls()
     target, background = folder / "target.csv", folder / "background.csv"
-    manifest[manifest["group"] != HEALTHY].to_csv(target, index=False)
-    manifest[manifest["group"] == HEALTHY].to_csv(background, index=False)
+    manifest[~controls].to_csv(target, index=False)
+    manifest[controls].to_csv(background, index=False)
     return target, background
 
 

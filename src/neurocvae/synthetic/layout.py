@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurocvae.data.cohort import HEALTHY
+
 VOLUMES, TWINS, TRUTH = "volumes", "twins", "truth"  # the subfolders
 
 
@@ -75,10 +77,19 @@ class CohortFolder:
     def has_truth(self) -> bool:
         return self.ground_truth.is_file()
 
+    def read_recipe(self) -> dict[str, Any]:
+        """The recipe as written ({} without one: not a synthetic cohort)."""
+        return json.loads(self.recipe.read_text())["recipe"] if self.recipe.is_file() else {}
+
     def planted_patterns(self) -> dict[str, dict[str, Any]]:
-        """Pattern name → {centre_mm, groups} from the recipe ({} without one)."""
-        if not self.recipe.is_file():
-            return {}
-        patterns = json.loads(self.recipe.read_text())["recipe"]["patterns"]
-        return {name: {"centre_mm": p["centre_mm"], "groups": p["groups"]}
-                for name, p in patterns.items()}
+        """Pattern name → {centre_mm, groups (those that carry it)} from the recipe ({} without
+        one). A cohort rendered before groups were named lists them in the pattern."""
+        recipe = self.read_recipe()
+        groups = recipe.get("groups", {})
+        return {name: {"centre_mm": p["centre_mm"], "groups": p.get("groups") or [
+                    g for g, spec in groups.items() if name in spec["patterns"]]}
+                for name, p in recipe.get("patterns", {}).items()}
+
+    def controls(self) -> str:
+        """The name of the controls' group (HC for a cohort without a recipe)."""
+        return self.read_recipe().get("controls", HEALTHY)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from neurocvae.data.cohort import GROUPS, HEALTHY, problem_list
+from neurocvae.data.cohort import HEALTHY, problem_list
 from neurocvae.errors import InputError
 from neurocvae.synthetic.grid import Grid
 from neurocvae.synthetic.template import Template
@@ -24,8 +26,8 @@ MAX_Z = 3.0  # standard-normal factors are clipped to ±MAX_Z
 
 SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_dict` reads
     "grid": {"voxel_size", "shape", "centre_mm", "name"},
-    "age": {"min", "max"},
-    "age_acceleration": {"enabled", "mean", "sd"},
+    "age": {"min", "max", "mean", "sd"},
+    "age_acceleration": {"enabled", "sd"},
     "ageing": {"reference_age", "years_per_unit", "ventricle_growth", "ventricle_sigma_mm",
                "ventricle_centres_mm", "gm_loss"},
     "head_size": {"sd", "sex_difference", "centre_mm", "space", "residual_sd"},
@@ -34,6 +36,93 @@ SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_
     "anatomy": {"rms_mm"},
     "disease_strength": {"f", "tolerance", "pilot_patients"},  # read by synthetic.strength
 }
+
+
+def unknown_keys(where: str, given: Iterable[str], known: Iterable[str]) -> list[str]:
+    """A problem line for each key of `given` not in `known`, naming the nearest known one."""
+    known = sorted(known)
+    problems = []
+    for key in given:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            problems.append(f"{where}.{key}: unknown key; {hint}known keys: {', '.join(known)}")
+    return problems
+
+
+@dataclass(frozen=True)
+class Ages:
+    """An age distribution (years): uniform on [min, max], or with `mean` and `sd` a normal
+    truncated to [min, max]; drawn stratified within each group."""
+
+    min: float
+    max: float
+    mean: float | None = None
+    sd: float | None = None
+
+    @classmethod
+    def from_dict(cls, where: str, values: Any, default: Ages | None = None) -> Ages:
+        """From {min, max, mean, sd} (each optional where `default` has it)."""
+        if not isinstance(values, dict):
+            raise InputError(f"recipe: {where}={values!r}; expected {{min: …, max: …}} "
+                             "(uniform), with mean and sd a truncated normal")
+        merged = {**(asdict(default) if default else {}),
+                  **{key: value for key, value in values.items() if value is not None}}
+        try:
+            return cls(**{key: None if value is None else float(value)
+                          for key, value in merged.items()})
+        except TypeError:
+            raise InputError(f"recipe: {where}={values!r}; expected min and max (years)") \
+                from None
+
+    @property
+    def normal(self) -> bool:
+        return self.mean is not None or self.sd is not None
+
+    def problems(self, where: str) -> list[str]:
+        if not 0 < self.min < self.max:
+            return [f"{where}: min {self.min}, max {self.max}; expected 0 < min < max"]
+        if self.normal and not (self.mean is not None and self.sd is not None and self.sd > 0
+                                and self.min <= self.mean <= self.max):
+            return [f"{where}: mean {self.mean}, sd {self.sd}; expected both, sd > 0 and "
+                    f"min ≤ mean ≤ max ({self.min}, {self.max})"]
+        return []
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named group of subjects: how many, the disease patterns they carry (none: controls;
+    several: a comorbid group), their mean age acceleration δ (years), and, where it differs
+    from the recipe's, their own age distribution, share of males and mix of sites (weights by
+    site name; None: balanced), which make a group differ in a nuisance (a confound)."""
+
+    count: int
+    patterns: tuple[str, ...] = ()
+    age_acceleration: float = 0.0
+    age: Ages | None = None
+    male_fraction: float | None = None
+    site_mix: dict[str, float] | None = None
+
+
+GROUP_KEYS = {"count", "patterns", "age_acceleration", "age", "male_fraction", "site_mix"}
+
+
+def _group(name: str, entry: dict[str, Any], acceleration: bool, ages: Ages) -> Group:
+    """A `groups.<name>` entry of synth.yaml; δ is 0 unless `acceleration` is enabled; its own
+    age settings complete the recipe's `ages`."""
+    patterns = entry.get("patterns") or ()
+    mix = entry.get("site_mix")
+    if mix is not None and not isinstance(mix, dict):
+        raise InputError(f"recipe: groups.{name}.site_mix={mix!r}; expected {{site: weight, …}}")
+    return Group(
+        count=entry["count"],
+        patterns=(patterns,) if isinstance(patterns, str) else tuple(patterns),
+        age_acceleration=float(entry.get("age_acceleration", 0.0)) if acceleration else 0.0,
+        age=(Ages.from_dict(f"groups.{name}.age", entry["age"], ages) if entry.get("age")
+             else None),
+        male_fraction=(None if entry.get("male_fraction") is None
+                       else float(entry["male_fraction"])),
+        site_mix=None if mix is None else {site: float(w) for site, w in mix.items()})
 
 
 @dataclass(frozen=True)
@@ -48,12 +137,14 @@ class Pattern:
     that is not in exactly the same place in everyone.
     """
 
-    groups: tuple[str, ...]
     centre_mm: Point
-    sigma_mm: float
-    warp: float
-    intensity: float
+    sigma_mm: float = 10.0
+    warp: float = 0.3
+    intensity: float = 0.4
     jitter_mm: float = 0.0
+
+
+PATTERN_KEYS = {"centre_mm", "sigma_mm", "warp", "intensity", "jitter_mm"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +157,9 @@ class Site:
     bias_strength: float
 
 
+SITE_KEYS = {"name", "intensity_scale", "noise_sd", "bias_strength"}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a synthetic cohort; same recipe and seed → same volumes.
@@ -74,14 +168,13 @@ class Recipe:
     """
 
     grid: Grid
-    counts: dict[str, int]
+    groups: dict[str, Group]
     sites: tuple[Site, ...]
     patterns: dict[str, Pattern]
     seed: int
-    age_range: tuple[float, float]
-    male_fraction: float
-    age_acceleration: dict[str, float]  # mean δ (years) per group; empty when disabled
-    age_acceleration_sd: float
+    age: Ages  # every group's, unless it has its own
+    male_fraction: float  # likewise
+    age_acceleration_sd: float  # SD of δ around its group's mean (0: δ disabled)
     reference_age: float  # t = (age + δ − reference_age) / years_per_unit
     years_per_unit: float
     ventricle_growth: float  # ventricle scale 1 + growth·t
@@ -99,48 +192,62 @@ class Recipe:
     anatomy_rms_mm: float = 0.0  # each subject's own smooth shape (RMS displacement, mm)
     head_size_space: str = "native"  # registered: an affine registration removed global scale
     head_size_residual_sd: float = 0.005  # registered: the scale it leaves, 1 + residual_sd·u
-    age_by_group: dict[str, tuple[float, float]] = field(default_factory=dict)  # else age_range
-    site_mix: dict[str, dict[str, float]] = field(default_factory=dict)  # group → site weights
+    controls: str = HEALTHY  # the group without a pattern
 
-    def ages_of(self, group: str) -> tuple[float, float]:
-        """The age range (years) of `group`'s subjects."""
-        return self.age_by_group.get(group, self.age_range)
+    @property
+    def counts(self) -> dict[str, int]:
+        """Subjects per group, in the recipe's order."""
+        return {name: group.count for name, group in self.groups.items()}
+
+    def ages_of(self, group: str) -> Ages:
+        """The age distribution of `group`'s subjects."""
+        return self.groups[group].age or self.age
+
+    def male_fraction_of(self, group: str) -> float:
+        own = self.groups[group].male_fraction
+        return self.male_fraction if own is None else own
+
+    def carriers(self, pattern: str) -> list[str]:
+        """The groups that carry `pattern`."""
+        return [name for name, group in self.groups.items() if pattern in group.patterns]
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> Recipe:
         """Build from the `synth.yaml` layout (a resolved, plain dict) and validate."""
-        unknown = [f"{section}.{key}" for section, allowed in SECTIONS.items()
-                   for key in cfg.get(section) or {} if key not in allowed]
+        unknown = [problem for section, allowed in SECTIONS.items()
+                   for problem in unknown_keys(section, cfg.get(section) or {}, allowed)]
+        for kind, entries, allowed in (("groups", cfg.get("groups"), GROUP_KEYS),
+                                       ("patterns", cfg.get("patterns"), PATTERN_KEYS)):
+            if entries is not None and not (isinstance(entries, dict) and all(
+                    isinstance(entry, dict) for entry in entries.values())):
+                raise InputError(f"recipe: {kind}={entries!r}; expected {{name: {{…}}, …}}")
+            for name, entry in (entries or {}).items():
+                unknown += unknown_keys(f"{kind}.{name}", entry, allowed)
+                if kind == "groups" and isinstance(entry.get("age"), dict):
+                    unknown += unknown_keys(f"groups.{name}.age", entry["age"], SECTIONS["age"])
+        for i, site in enumerate(cfg.get("sites") or []):
+            unknown += unknown_keys(f"sites[{i}]", site, SITE_KEYS)
         if unknown:
-            raise InputError(f"recipe: unknown key(s) {unknown}; "
-                             + "; ".join(f"{section} has {sorted(allowed)}"
-                                         for section, allowed in SECTIONS.items()
-                                         if any(u.startswith(f"{section}.") for u in unknown)))
-        for key, shape in (("age_by_group", "{group: {min: …, max: …}}"),
-                           ("site_mix", "{group: {site: weight, …}}")):
-            value = cfg.get(key)
-            if value is not None and not (isinstance(value, dict) and all(
-                    isinstance(entry, dict) for entry in value.values())):
-                raise InputError(f"recipe: {key}={value!r}; expected {shape}")
+            raise InputError("recipe:\n" + problem_list(unknown))
         try:
             grid = cfg["grid"]
             ageing, head, warp = cfg["ageing"], cfg["head_size"], cfg["shared_warp"]
             acceleration = cfg["age_acceleration"]
+            enabled = bool(acceleration["enabled"])
+            ages = Ages.from_dict("age", cfg["age"])
             recipe = cls(
                 grid=Grid(float(grid["voxel_size"]), tuple(grid["shape"]),
                           tuple(grid["centre_mm"]), grid.get("name", "grid")),
-                counts=dict(cfg["counts"]),
+                groups={name: _group(name, g, enabled, ages)
+                        for name, g in cfg["groups"].items()},
+                controls=str(cfg.get("controls", HEALTHY)),
                 sites=tuple(Site(**site) for site in cfg["sites"]),
-                patterns={
-                    name: Pattern(**{**p, "groups": tuple(p["groups"]),
-                                     "centre_mm": tuple(p["centre_mm"])})
-                    for name, p in cfg["patterns"].items()
-                },
+                patterns={name: Pattern(**{**p, "centre_mm": tuple(p["centre_mm"])})
+                          for name, p in cfg["patterns"].items()},
                 seed=int(cfg["seed"]),
-                age_range=(float(cfg["age"]["min"]), float(cfg["age"]["max"])),
+                age=ages,
                 male_fraction=float(cfg["male_fraction"]),
-                age_acceleration=dict(acceleration["mean"]) if acceleration["enabled"] else {},
-                age_acceleration_sd=float(acceleration["sd"]) if acceleration["enabled"] else 0.0,
+                age_acceleration_sd=float(acceleration["sd"]) if enabled else 0.0,
                 reference_age=float(ageing["reference_age"]),
                 years_per_unit=float(ageing["years_per_unit"]),
                 ventricle_growth=float(ageing["ventricle_growth"]),
@@ -158,14 +265,10 @@ class Recipe:
                 anatomy_rms_mm=float((cfg.get("anatomy") or {}).get("rms_mm", 0.0)),
                 head_size_space=str(head.get("space", "native")),
                 head_size_residual_sd=float(head.get("residual_sd", 0.005)),
-                age_by_group={group: (float(ages["min"]), float(ages["max"]))
-                              for group, ages in (cfg.get("age_by_group") or {}).items()},
-                site_mix={group: {site: float(w) for site, w in weights.items()}
-                          for group, weights in (cfg.get("site_mix") or {}).items()},
             )
         except KeyError as missing:
             raise InputError(f"recipe: missing key {missing}") from None
-        except TypeError as error:  # e.g. an unknown key inside a pattern or site
+        except (TypeError, ValueError) as error:  # e.g. a count that is not a number
             raise InputError(f"recipe: {error}") from None
         recipe.validate()
         return recipe
@@ -190,41 +293,46 @@ class Recipe:
             raise InputError("invalid recipe:\n" + problem_list(problems))
 
     def _cohort_problems(self) -> list[str]:
-        """The grid, the groups and their counts, ages, sexes and age accelerations."""
-        known = ", ".join(GROUPS)
+        """The grid, the groups (counts, patterns, ages, sexes, sites) and the controls."""
         problems: list[str] = []
         g = self.grid
         if not g.voxel_size > 0:
             problems.append(f"grid.voxel_size: {g.voxel_size} mm; expected > 0")
         if len(g.shape) != 3 or any(int(n) != n or n < 1 for n in g.shape):
             problems.append(f"grid.shape: {list(g.shape)}; expected three positive integers")
-        for group, n in self.counts.items():
-            if group not in GROUPS:
-                problems.append(f"counts.{group}: unknown group '{group}'; known groups: {known}")
-            if not isinstance(n, int) or n < 0:
-                problems.append(f"counts.{group}: {n}; expected a non-negative integer")
         if self.n_subjects < 1:
-            problems.append("counts: no subjects; expected at least one")
-        for group in self.age_acceleration:
-            if group not in GROUPS:
-                problems.append(f"age_acceleration.mean.{group}: unknown group '{group}'; "
-                                f"known groups: {known}")
-        for where, (lo, hi) in [("age", self.age_range),
-                                *((f"age_by_group.{g}", r) for g, r in self.age_by_group.items())]:
-            if not 0 < lo < hi:
-                problems.append(f"{where}: min {lo}, max {hi}; expected 0 < min < max")
-        for group in [*self.age_by_group, *self.site_mix]:
-            if group not in GROUPS:
-                problems.append(f"age_by_group/site_mix: unknown group '{group}'; known groups: "
-                                f"{known}")
-        names = {site.name for site in self.sites}
-        for group, weights in self.site_mix.items():
-            unknown = sorted(set(weights) - names)
-            if unknown or any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
-                problems.append(f"site_mix.{group}: {weights}; expected weights ≥ 0 (not all 0) "
-                                f"of the sites {sorted(names)}")
+            problems.append("groups: no subjects; expected a count of at least one")
+        if self.controls not in self.groups:
+            problems.append(f"controls: {self.controls!r} is not one of the groups "
+                            f"({', '.join(self.groups)})")
+        elif self.groups[self.controls].patterns:
+            problems.append(f"groups.{self.controls}.patterns: "
+                            f"{list(self.groups[self.controls].patterns)}; the controls "
+                            f"({self.controls}) carry no pattern")
+        problems += self.age.problems("age")
         if not 0 <= self.male_fraction <= 1:
             problems.append(f"male_fraction: {self.male_fraction}; expected within [0, 1]")
+        sites = {site.name for site in self.sites}
+        for name, group in self.groups.items():
+            where = f"groups.{name}"
+            if not isinstance(group.count, int) or isinstance(group.count, bool) \
+                    or group.count < 0:
+                problems.append(f"{where}.count: {group.count!r}; expected a non-negative "
+                                "integer")
+            for pattern in group.patterns:
+                if pattern not in self.patterns:
+                    problems.append(f"{where}.patterns: unknown pattern {pattern!r}; known "
+                                    f"patterns: {', '.join(self.patterns)}")
+            if group.age is not None:
+                problems += group.age.problems(f"{where}.age")
+            if group.male_fraction is not None and not 0 <= group.male_fraction <= 1:
+                problems.append(f"{where}.male_fraction: {group.male_fraction}; expected "
+                                "within [0, 1]")
+            mix = group.site_mix
+            if mix is not None and (set(mix) - sites or any(w < 0 for w in mix.values())
+                                    or not sum(mix.values()) > 0):
+                problems.append(f"{where}.site_mix: {mix}; expected weights ≥ 0 (not all 0) "
+                                f"of the sites {sorted(sites)}")
         if self.age_acceleration_sd < 0:
             problems.append(f"age_acceleration.sd: {self.age_acceleration_sd}; expected ≥ 0")
         return problems
@@ -264,18 +372,11 @@ class Recipe:
 
     def _pattern_problems(self) -> list[str]:
         """The severity range and each pattern's groups, warp, intensity and width."""
-        known = ", ".join(GROUPS)
         problems: list[str] = []
         d_lo, d_hi = self.severity_range
         if not 0 <= d_lo <= d_hi:
             problems.append(f"severity: min {d_lo}, max {d_hi}; expected 0 ≤ min ≤ max")
         for name, p in self.patterns.items():
-            for group in p.groups:
-                if group not in GROUPS:
-                    problems.append(f"patterns.{name}.groups: unknown group '{group}'; "
-                                    f"known groups: {known}")
-                elif group == HEALTHY:
-                    problems.append(f"patterns.{name}.groups: {HEALTHY} must carry no disease")
             if abs(p.warp) * d_hi > FOLD_FREE:
                 problems.append(f"patterns.{name}.warp: {p.warp} × severity max {d_hi}; "
                                 f"expected |warp·severity| ≤ {FOLD_FREE}")
@@ -303,9 +404,9 @@ class Recipe:
         return problems
 
     def _t_extremes(self) -> tuple[float, float]:
-        deltas = list(self.age_acceleration.values()) or [0.0]
+        deltas = [group.age_acceleration for group in self.groups.values()] or [0.0]
         spread = MAX_Z * self.age_acceleration_sd
-        ranges = [self.age_range, *self.age_by_group.values()]
+        ranges = [(a.min, a.max) for a in [self.age, *map(self.ages_of, self.groups)]]
         lo = min(r[0] for r in ranges) + min(deltas) - spread
         hi = max(r[1] for r in ranges) + max(deltas) + spread
         return ((lo - self.reference_age) / self.years_per_unit,

@@ -18,13 +18,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
-from neurocvae.data.cohort import GROUPS, MANIFEST_COLUMNS
+from neurocvae.data.cohort import MANIFEST_COLUMNS
 from neurocvae.errors import InputError
 from neurocvae.progress import progress
 from neurocvae.synthetic.layout import CohortFolder
-from neurocvae.synthetic.recipe import MAX_Z, Pattern, Recipe
+from neurocvae.synthetic.recipe import MAX_Z, Ages, Pattern, Recipe
 from neurocvae.synthetic.template import BRAIN_THRESHOLD, Template
 from neurocvae.synthetic.warp import (
     SUPPORT_SIGMAS,
@@ -50,6 +50,14 @@ def _stratified_normal(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.clip(ndtri(_stratified(rng, n)), -MAX_Z, MAX_Z)
 
 
+def _ages(ages: Ages, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n stratified ages (years) from `ages`: float [n]."""
+    if ages.normal:  # stratified within [min, max] of the normal's quantiles
+        lo, hi = (ndtr((bound - ages.mean) / ages.sd) for bound in (ages.min, ages.max))
+        return ages.mean + ages.sd * ndtri(lo + (hi - lo) * _stratified(rng, n))
+    return ages.min + (ages.max - ages.min) * _stratified(rng, n)
+
+
 def site_allocation(n: int, weights: list[float]) -> np.ndarray:
     """n site indices in proportion to `weights` (largest remainders), in site order."""
     share = np.asarray(weights, dtype=float) / sum(weights) * n
@@ -64,9 +72,10 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     Nuisance factors (age, sex, site, head size, shared warp, age-acceleration noise) are drawn
     by stratified sampling within each group, so groups differ systematically only by what the
     recipe plants: patterns and mean age acceleration, and the confounds it asks for (a group's
-    own age range, `age_by_group`; a group's own mix of sites, `site_mix`).
+    own ages, share of males or mix of sites).
 
-    Columns: subject_id, group, label, age, sex, site, delta (age acceleration, y), u_warp,
+    Columns: subject_id, group, label (the group's place in the recipe, from 0), age, sex, site,
+    delta (age acceleration, y), u_warp,
     u_head, severity_<pattern>, noise_seed, t (effective age in units), ventricle_scale,
     head_scale, path, twin_id, twin_path (empty for controls, or without twins), and for a
     pattern with `jitter_mm` > 0 its per-subject centre offset `shift_<pattern>_{x,y,z}_mm`; with
@@ -75,26 +84,26 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     rng = np.random.default_rng(recipe.seed)
     sites = [s.name for s in recipe.sites]
     blocks = []
-    for group, n in recipe.counts.items():
-        n_male = round(n * recipe.male_fraction)
-        lo, hi = recipe.ages_of(group)
-        mix = recipe.site_mix.get(group)
+    for label, (group, spec) in enumerate(recipe.groups.items()):
+        n = spec.count
+        n_male = round(n * recipe.male_fraction_of(group))
+        mix = spec.site_mix
         site_of = (site_allocation(n, [mix.get(site, 0.0) for site in sites]) if mix
                    else np.arange(n) % len(sites))  # balanced
         block = pd.DataFrame({
             "group": [group] * n,
-            "label": GROUPS[group],
-            "age": np.round(lo + (hi - lo) * _stratified(rng, n), 2),
+            "label": label,
+            "age": np.round(_ages(recipe.ages_of(group), rng, n), 2),
             "sex": rng.permutation(np.array(["M"] * n_male + ["F"] * (n - n_male))),
             "site": [sites[i] for i in rng.permutation(site_of)],
-            "delta": recipe.age_acceleration.get(group, 0.0)
+            "delta": spec.age_acceleration
             + recipe.age_acceleration_sd * _stratified_normal(rng, n),
             "u_warp": _stratified_normal(rng, n),
             "u_head": _stratified_normal(rng, n),
         })
-        for name, pattern in recipe.patterns.items():
+        for name in recipe.patterns:
             severity = rng.uniform(*recipe.severity_range, n)
-            block[f"severity_{name}"] = severity if group in pattern.groups else 0.0
+            block[f"severity_{name}"] = severity if name in spec.patterns else 0.0
         block["noise_seed"] = rng.integers(0, 2**31 - 1, n)
         blocks.append(block)
     table = pd.concat(blocks, ignore_index=True)

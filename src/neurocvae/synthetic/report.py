@@ -7,7 +7,6 @@ marked and the concentration of the difference inside them is tabulated.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Circle
 
-from neurocvae.data.cohort import GROUPS, HEALTHY
+from neurocvae.data.cohort import HEALTHY
 from neurocvae.errors import InputError
 from neurocvae.figures import plt, save_figure
 from neurocvae.progress import progress
@@ -39,17 +38,17 @@ def age_matched_controls(patient_ages: np.ndarray, control_ages: np.ndarray,
                          k: int = MATCHED_CONTROLS) -> np.ndarray:
     """Indices of each patient's k nearest-age controls (fewer if fewer exist): int [n, k]."""
     if len(control_ages) == 0:
-        raise InputError(f"no {HEALTHY} subjects to match patients against")
+        raise InputError("no controls to match patients against")
     distance = np.abs(patient_ages[:, None] - control_ages[None, :])
     return np.argsort(distance, axis=1, kind="stable")[:, : min(k, len(control_ages))]
 
 
-def difference_weights(table: pd.DataFrame, group: str) -> np.ndarray:
+def difference_weights(table: pd.DataFrame, group: str, controls: str = HEALTHY) -> np.ndarray:
     """Per-row weights w with Σ_i w_i x_i = mean over the group's patients of (patient − mean of
     its matched controls): float [n_rows].
 
-    Each patient is matched to its `MATCHED_CONTROLS` nearest-age healthy controls of the same
-    sex (of any sex when the cohort has no control of that sex).
+    Each patient is matched to its `MATCHED_CONTROLS` nearest-age healthy controls (group
+    `controls`) of the same sex (of any sex when the cohort has no control of that sex).
     """
     groups, sexes = table["group"].to_numpy(), table["sex"].astype(str).to_numpy()
     ages = table["age"].to_numpy(dtype=float)
@@ -58,10 +57,10 @@ def difference_weights(table: pd.DataFrame, group: str) -> np.ndarray:
     weights[patients] += 1 / len(patients)
     for sex in np.unique(sexes[patients]):
         cases = patients[sexes[patients] == sex]
-        controls = np.flatnonzero((groups == HEALTHY) & (sexes == sex))
-        if len(controls) == 0:
-            controls = np.flatnonzero(groups == HEALTHY)
-        match = controls[age_matched_controls(ages[cases], ages[controls])]
+        pool = np.flatnonzero((groups == controls) & (sexes == sex))
+        if len(pool) == 0:
+            pool = np.flatnonzero(groups == controls)
+        match = pool[age_matched_controls(ages[cases], ages[pool])]
         np.add.at(weights, match, -1 / (len(patients) * match.shape[1]))
     return weights
 
@@ -91,8 +90,7 @@ def load_cohort(cohort_dir: Path) -> tuple[pd.DataFrame, dict]:
             break
     else:
         raise InputError(f"{cohort_dir}: no manifest.csv or ground_truth.csv")
-    recipe = json.loads(folder.recipe.read_text())["recipe"] if folder.recipe.is_file() else {}
-    return table, recipe
+    return table, folder.read_recipe()
 
 
 @dataclass
@@ -110,9 +108,11 @@ class CohortStatistics:
 
 def read_statistics(cohort_dir: Path, table: pd.DataFrame, groups: list[str],
                     diseases: list[str], examples: list[int], affine: np.ndarray,
-                    shape: tuple[int, ...], ventricle_centres: list) -> CohortStatistics:
-    """Read every volume (and twin) of `table` once, two at a time, and gather the statistics."""
-    weights = {g: difference_weights(table, g) for g in diseases}
+                    shape: tuple[int, ...], ventricle_centres: list,
+                    controls: str = HEALTHY) -> CohortStatistics:
+    """Read every volume (and twin) of `table` once, two at a time, and gather the statistics
+    (disease groups against the group `controls`)."""
+    weights = {g: difference_weights(table, g, controls) for g in diseases}
     stats = CohortStatistics(sums={g: np.zeros(shape, np.float64) for g in groups},
                              differences={g: np.zeros(shape, np.float64) for g in diseases},
                              example_slices={}, moments=np.zeros((4, *shape)),
@@ -181,13 +181,16 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
     out_dir = Path(out_dir) if out_dir else cohort_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     table, recipe = load_cohort(cohort_dir)
-    groups = [g for g in GROUPS if g in set(table["group"])]
-    diseases = [g for g in groups if g != HEALTHY and HEALTHY in groups]
+    controls = recipe.get("controls", HEALTHY)
+    present = set(table["group"])
+    order = [*recipe.get("groups", {}), controls, *table["group"].unique()]
+    groups = [g for g in dict.fromkeys(order) if g in present]  # the recipe's order
+    diseases = [g for g in groups if g != controls and controls in groups]
     first = nib.load(cohort_dir / table["path"].iloc[0])
     shape, affine = first.shape, first.affine
     examples = _example_rows(table, groups)
     stats = read_statistics(cohort_dir, table, groups, diseases, examples, affine, shape,
-                            recipe.get("ventricle_centres_mm", VENTRICLE_CENTRES_MM))
+                            recipe.get("ventricle_centres_mm", VENTRICLE_CENTRES_MM), controls)
     means = {g: stats.sums[g] / (table["group"] == g).sum() for g in groups}
     for g, diff in stats.differences.items():
         nib.save(nib.Nifti1Image(diff.astype(np.float32), affine),
@@ -208,7 +211,7 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
               "to oldest, and the group mean (right). R is on the right.", "",
               "![montage](montage.png)", ""]
     if diseases:
-        lines += _difference_section(stats.differences, means[HEALTHY], truth, recipe, brain,
+        lines += _difference_section(stats.differences, means[controls], truth, recipe, brain,
                                      affine, out_dir)
     twins = int((table.get("twin_path", pd.Series("", index=table.index)).astype(str) != "").sum())
     if twins:
@@ -219,8 +222,9 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
     _plot_ventricles(table, groups, stats.ventricles, out_dir / "ventricles.png")
     lines += ["## Ageing", "",
               f"Ventricle volume (CSF-dark voxels within {VENTRICLE_RADIUS_MM:g} mm of the lateral "
-              f"ventricles) against age; Spearman ρ in {HEALTHY} = "
-              f"{_spearman(table, stats.ventricles):.2f}.", "", "![ventricles](ventricles.png)", ""]
+              f"ventricles) against age; Spearman ρ in {controls} = "
+              f"{_spearman(table, stats.ventricles, controls):.2f}.", "",
+              "![ventricles](ventricles.png)", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
@@ -253,10 +257,11 @@ def _group_table(table: pd.DataFrame, groups: list[str]) -> str:
 def _truth_maps(cohort_dir: Path, recipe: dict) -> dict[str, dict]:
     """Planted patterns of a synthetic cohort: weight map, centre, σ and groups, by name."""
     truth = {}
-    for name, pattern in recipe.get("patterns", {}).items():
-        path = CohortFolder(cohort_dir).pattern_map(name)
+    folder = CohortFolder(cohort_dir)
+    for name, planted in folder.planted_patterns().items():
+        path = folder.pattern_map(name)
         if path.is_file():
-            truth[name] = {**pattern, "weight": read_volume(path)}
+            truth[name] = {**recipe["patterns"][name], **planted, "weight": read_volume(path)}
     return truth
 
 
@@ -294,8 +299,8 @@ def _disease_fraction(moments: np.ndarray, n: int, brain: np.ndarray | None) -> 
     return float(var_d[brain].sum() / var_x[brain].sum())
 
 
-def _spearman(table: pd.DataFrame, ventricles: np.ndarray) -> float:
-    healthy = (table["group"] == HEALTHY).to_numpy()
+def _spearman(table: pd.DataFrame, ventricles: np.ndarray, controls: str) -> float:
+    healthy = (table["group"] == controls).to_numpy()
     if healthy.sum() < 3:
         return float("nan")
     ages = table.loc[healthy, "age"].astype(float)

@@ -17,7 +17,6 @@ import logging
 
 import numpy as np
 
-from neurocvae.data.cohort import HEALTHY
 from neurocvae.errors import InputError
 from neurocvae.synthetic.recipe import FOLD_FREE, Recipe
 from neurocvae.synthetic.renderer import Renderer, plan_cohort
@@ -49,12 +48,16 @@ def largest_factor(recipe: Recipe) -> float:
 
 def pilot(recipe: Recipe, patients: int) -> Recipe:
     """The recipe's patient groups in proportion, `patients` in all, no controls."""
-    sick = {g: n for g, n in recipe.counts.items() if g != HEALTHY and n > 0}
+    sick = {name: group for name, group in recipe.groups.items()
+            if name != recipe.controls and group.count > 0}
     if not sick:
-        raise InputError("disease_strength.f needs patients: counts has none")
-    total = sum(sick.values())
-    counts = {g: max(1, round(patients * n / total)) for g, n in sick.items()}
-    return dataclasses.replace(recipe, counts={HEALTHY: 0, **counts})
+        raise InputError("disease_strength.f needs patients: every group but the controls "
+                         f"({recipe.controls}) has a count of 0")
+    total = sum(group.count for group in sick.values())
+    return dataclasses.replace(recipe, groups={
+        recipe.controls: dataclasses.replace(recipe.groups[recipe.controls], count=0),
+        **{name: dataclasses.replace(group, count=max(1, round(patients * group.count / total)))
+           for name, group in sick.items()}})
 
 
 def disease_fraction(recipe: Recipe) -> float:
