@@ -29,7 +29,8 @@ def test_synth_writes_a_cohort_and_its_report(tmp_path):
     assert len(manifest) == 10
     assert all((out / p).is_file() for p in manifest["path"])
     assert f"Report: {out / 'report' / 'report.md'}" in result.stdout
-    assert (out / "report" / "report.md").is_file()
+    report = (out / "report" / "report.md").read_text()
+    assert "## Where the variance comes from" in report and "| head size |" in report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]  # nothing else written
 
 
@@ -47,7 +48,7 @@ def test_synth_help_lists_the_recipe(tmp_path):
     result = run(["--help"], cwd=tmp_path)
     assert result.returncode == 0
     assert "grid: ci, default, full, mm3, ukbb" in result.stdout
-    assert "counts" in result.stdout
+    assert "groups:" in result.stdout and "controls: HC" in result.stdout
 
 
 @pytest.mark.slow

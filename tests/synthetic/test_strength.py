@@ -45,7 +45,7 @@ def test_amplitudes_stop_at_their_bounds(recipe):
 
 
 @pytest.mark.parametrize(("f", "message"), [
-    (0.5, r"the patterns reach at most f = 0\.00\d\d"),
+    (0.5, r"the patterns reach at most f = 0\.0\d\d\d"),
     (0, r"expected a fraction in \(0, 1\)"),
 ])
 def test_an_impossible_request_is_refused_with_what_is_reachable(recipe, f, message):

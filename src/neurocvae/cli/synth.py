@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import hydra
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.cli import reports_input_errors
@@ -15,6 +16,7 @@ from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import available_cores, generate_cohort
 from neurocvae.synthetic.report import write_cohort_report
 from neurocvae.synthetic.strength import calibrate
+from neurocvae.synthetic.variance import variance_shares
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,9 @@ def synth(cfg: DictConfig) -> None:
     out_dir = generate_cohort(recipe, Path(cfg.out_dir), overwrite=cfg.overwrite, workers=workers)
     log.info("cohort written in %.1f s: %s", time.perf_counter() - start, out_dir / "manifest.csv")
     if cfg.report:
-        report = write_cohort_report(out_dir)
+        shares = variance_shares(recipe, pd.read_csv(out_dir / "ground_truth.csv",
+                                                     keep_default_na=False))
+        report = write_cohort_report(out_dir, shares=shares)
         print(f"Report: {report}")
 
 

@@ -175,8 +175,11 @@ def _difference_section(differences: dict[str, np.ndarray], hc_mean: np.ndarray,
     return lines
 
 
-def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write `report.md`, its figures and difference maps for a cohort folder; return its path."""
+def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = None, *,
+                        shares: dict[str, float] | None = None) -> Path:
+    """Write `report.md`, its figures and difference maps for a cohort folder; return its path.
+    `shares`: each nuisance factor's share of the controls' voxel variance
+    (`neurocvae.synthetic.variance.variance_shares`), shown beside the disease's."""
     cohort_dir = Path(cohort_dir)
     out_dir = Path(out_dir) if out_dir else cohort_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +222,15 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
         lines += ["## Disease strength", "",
                   f"Fraction of the patients' within-brain voxel variance due to the planted "
                   f"patterns (x − healthy twin): **f = {f:.2%}** over {twins} patients.", ""]
+    if shares:
+        lines += ["## Where the variance comes from", "",
+                  f"Share of the {controls} scans' within-brain voxel variance that holding each "
+                  "planted factor fixed removes (a sample of them rendered again; factors "
+                  "interact, so the shares need not add up to 1), and the disease's share of "
+                  "the patients' variance (f above).", "",
+                  "| factor | share |", "|---|---|",
+                  *(f"| {factor} | {share:.1%} |" for factor, share in shares.items()),
+                  *([f"| disease (patients) | {f:.1%} |"] if twins else []), ""]
     _plot_ventricles(table, groups, stats.ventricles, out_dir / "ventricles.png")
     lines += ["## Ageing", "",
               f"Ventricle volume (CSF-dark voxels within {VENTRICLE_RADIUS_MM:g} mm of the lateral "

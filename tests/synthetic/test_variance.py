@@ -1,0 +1,25 @@
+"""Each nuisance factor's share of the healthy scans' voxel variance."""
+
+from neurocvae.synthetic.renderer import plan_cohort
+from neurocvae.synthetic.variance import FACTORS, variance_shares
+from tests.conftest import counts, synth_recipe
+
+SMALL = counts(HC=12, MDD=0, diabetes=0, dual=0)
+
+
+def shares(*overrides: str) -> dict[str, float]:
+    recipe = synth_recipe(*SMALL, *overrides)
+    return variance_shares(recipe, plan_cohort(recipe))
+
+
+def test_native_head_size_carries_most_of_the_variance_and_registration_removes_it():
+    native = shares("head_size.space=native", "anatomy.rms_mm=0")
+    assert set(native) == set(FACTORS)
+    assert native["head size"] > 0.5 and native["individual anatomy"] == 0
+    registered = shares("head_size.space=registered", "anatomy.rms_mm=2")
+    assert registered["head size"] < 0.1 < registered["individual anatomy"]
+    assert registered["site"] > 0.1 and 0 < registered["ageing"] < 0.5
+
+
+def test_a_factor_that_is_not_planted_has_no_share():
+    assert shares("shared_warp.amplitude=0")["shared warp"] == 0
