@@ -195,6 +195,28 @@ def test_a_study_of_its_own_groups_renders(tmp_path):
     assert CohortFolder(cohort).controls() == "HC"
 
 
+@pytest.mark.parametrize("kind", [
+    ("patterns.A.warp=0.3", "patterns.A.intensity=0"),  # atrophy
+    ("patterns.A.warp=-0.3", "patterns.A.intensity=0"),  # expansion
+    ("patterns.A.warp=0", "patterns.A.intensity=0.4"),  # intensity only
+    ("+patterns.A.more_centres_mm=[[38,4,4]]",),  # atrophy and intensity at two centres
+])
+def test_each_kind_of_pattern_changes_the_image_only_inside_its_support(kind):
+    from neurocvae.synthetic.renderer import Renderer
+
+    recipe = synth_recipe(*counts(HC=0, MDD=1, diabetes=0, dual=0), *kind)
+    patient = plan_cohort(recipe).iloc[0]
+    renderer = Renderer(recipe)
+    difference = np.abs(renderer.render(patient) - renderer.render(patient, diseased=False))
+    pattern = recipe.patterns["A"]
+    distance = np.min([np.linalg.norm(renderer.points - np.asarray(c), axis=-1)
+                       for c in pattern.centres_mm], axis=0)
+    assert difference[distance > 3 * pattern.sigma_mm + recipe.grid.voxel_size].max() == 0
+    for centre in pattern.centres_mm:  # each centre changes the image around it
+        near = np.linalg.norm(renderer.points - np.asarray(centre), axis=-1) < pattern.sigma_mm
+        assert difference[near].max() > 0.01
+
+
 def test_a_jittered_pattern_sits_where_each_subject_s_offset_puts_it():
     import dataclasses
 

@@ -98,20 +98,22 @@ def input_affine(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
 
 def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: Path,
                       centres: dict[str, dict], *, figures: bool = True) -> list[dict[str, Any]]:
-    """Write each group's map as NIfTI (and PNG with `figures`); return their peak and the
-    planted centres' distances to it."""
+    """Write each group's map as NIfTI (and PNG with `figures`); return their peak and each
+    planted pattern's distance to it (from its nearest centre)."""
     saved = []
     for group, volume in maps.items():
         nifti = out_dir / f"salient_map_{group}.nii.gz"
         nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), nifti)
         peak = np.unravel_index(np.argmax(np.abs(volume)), volume.shape)
         peak_mm = (affine @ np.array([*peak, 1]))[:3]
-        planted = {name: round(float(np.linalg.norm(peak_mm - np.asarray(c["centre_mm"]))), 1)
-                   for name, c in centres.items() if group in c["groups"]}
+        carried = {name: c.get("centres_mm", [c["centre_mm"]]) for name, c in centres.items()
+                   if group in c["groups"]}
+        planted = {name: round(min(float(np.linalg.norm(peak_mm - np.asarray(point)))
+                                   for point in points), 1)
+                   for name, points in carried.items()}
         png = plots.plot_salient_map(
             nifti, out_dir / f"salient_map_{group}.png", f"{group}: mean D([z,s]) − D([z,0])",
-            [c["centre_mm"] for c in centres.values() if group in c["groups"]]) \
-            if figures else None
+            [point for points in carried.values() for point in points]) if figures else None
         saved.append({"group": group, "nifti": nifti.name, "png": png.name if png else None,
                       "peak_mm": [round(float(v), 1) for v in peak_mm],
                       "peak_value": float(volume[peak]), "planted_distance_mm": planted})

@@ -82,12 +82,15 @@ class CohortFolder:
         return json.loads(self.recipe.read_text())["recipe"] if self.recipe.is_file() else {}
 
     def planted_patterns(self) -> dict[str, dict[str, Any]]:
-        """Pattern name → {centre_mm, groups (those that carry it)} from the recipe ({} without
-        one). A cohort rendered before groups were named lists them in the pattern."""
+        """Pattern name → {centre_mm, centres_mm (every centre), groups (those that carry it)}
+        from the recipe ({} without one). A cohort rendered before groups were named lists them
+        in the pattern."""
         recipe = self.read_recipe()
         groups = recipe.get("groups", {})
-        return {name: {"centre_mm": p["centre_mm"], "groups": p.get("groups") or [
-                    g for g, spec in groups.items() if name in spec["patterns"]]}
+        return {name: {"centre_mm": p["centre_mm"],
+                       "centres_mm": [p["centre_mm"], *p.get("more_centres_mm", [])],
+                       "groups": p.get("groups") or [
+                           g for g, spec in groups.items() if name in spec["patterns"]]}
                 for name, p in recipe.get("patterns", {}).items()}
 
     def controls(self) -> str:

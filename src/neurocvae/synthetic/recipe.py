@@ -134,7 +134,9 @@ class Pattern:
     < 0 expands it; 0 with an intensity loss is an intensity-only pattern). g is a Gaussian of
     `sigma_mm`, tapered to zero at 3σ (the pattern's support). With `jitter_mm` > 0 the centre
     moves per subject by a Gaussian offset of that SD per axis (clipped at 3 SD): a pattern
-    that is not in exactly the same place in everyone.
+    that is not in exactly the same place in everyone. `more_centres_mm` are further centres of
+    the same pattern (e.g. a network of regions), each an equal bump at the same severity,
+    moved by the same offset.
     """
 
     centre_mm: Point
@@ -142,9 +144,14 @@ class Pattern:
     warp: float = 0.3
     intensity: float = 0.4
     jitter_mm: float = 0.0
+    more_centres_mm: tuple[Point, ...] = ()
+
+    @property
+    def centres_mm(self) -> tuple[Point, ...]:
+        return (self.centre_mm, *self.more_centres_mm)
 
 
-PATTERN_KEYS = {"centre_mm", "sigma_mm", "warp", "intensity", "jitter_mm"}
+PATTERN_KEYS = {"centre_mm", "sigma_mm", "warp", "intensity", "jitter_mm", "more_centres_mm"}
 
 
 @dataclass(frozen=True)
@@ -242,7 +249,9 @@ class Recipe:
                         for name, g in cfg["groups"].items()},
                 controls=str(cfg.get("controls", HEALTHY)),
                 sites=tuple(Site(**site) for site in cfg["sites"]),
-                patterns={name: Pattern(**{**p, "centre_mm": tuple(p["centre_mm"])})
+                patterns={name: Pattern(**{**p, "centre_mm": tuple(p["centre_mm"]),
+                                           "more_centres_mm": tuple(
+                                               tuple(c) for c in p.get("more_centres_mm") or ())})
                           for name, p in cfg["patterns"].items()},
                 seed=int(cfg["seed"]),
                 age=ages,
@@ -415,6 +424,9 @@ class Recipe:
     def effect_centres(self) -> dict[str, Point]:
         """Every region the recipe plants an effect at, by its recipe key."""
         centres = {f"patterns.{name}.centre_mm": p.centre_mm for name, p in self.patterns.items()}
+        for name, p in self.patterns.items():
+            for i, c in enumerate(p.more_centres_mm):
+                centres[f"patterns.{name}.more_centres_mm[{i}]"] = c
         centres["shared_warp.centre_mm"] = self.shared_warp_centre_mm
         for i, c in enumerate(self.ventricle_centres_mm):
             centres[f"ageing.ventricle_centres_mm[{i}]"] = c

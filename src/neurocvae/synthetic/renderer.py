@@ -140,11 +140,11 @@ def shift_columns(pattern: str) -> list[str]:
     return [f"shift_{pattern}_{axis}_mm" for axis in "xyz"]
 
 
-def pattern_centre(subject: pd.Series, name: str, pattern: Pattern) -> np.ndarray:
-    """Where `subject` carries pattern `name`: its centre plus the subject's offset (mm)."""
+def pattern_centres(subject: pd.Series, name: str, pattern: Pattern) -> list[np.ndarray]:
+    """Where `subject` carries pattern `name`: its centres plus the subject's offset (mm)."""
     columns = shift_columns(name)
     offset = subject[columns].to_numpy(float) if columns[0] in subject else np.zeros(3)
-    return np.asarray(pattern.centre_mm, dtype=float) + offset
+    return [np.asarray(centre, dtype=float) + offset for centre in pattern.centres_mm]
 
 
 class Renderer:
@@ -189,19 +189,22 @@ class Renderer:
                            1 / float(subject["ventricle_scale"]) - 1)
         self._add_bump(displacement, r.shared_warp_centre_mm, r.shared_warp_sigma_mm,
                        r.shared_warp_amplitude * float(subject["u_warp"]))
-        centres = {name: pattern_centre(subject, name, p) for name, p in active.items()}
+        centres = {name: pattern_centres(subject, name, p) for name, p in active.items()}
         for name, pattern in active.items():
-            self._add_bump(displacement, centres[name], pattern.sigma_mm,
-                           pattern.warp * severities[name])
+            for centre in centres[name]:
+                self._add_bump(displacement, centre, pattern.sigma_mm,
+                               pattern.warp * severities[name])
         source = self.points + displacement  # where each voxel samples the template (pull-back)
 
         tissue = self.template.sample(source)
         x = tissue["t1"] - np.float32(r.gm_loss * float(subject["t"])) * tissue["gm"]
         for name, pattern in active.items():
-            box = self.grid.box(centres[name], SUPPORT_SIGMAS * pattern.sigma_mm + MARGIN_MM)
-            weight = bump_weight(source[box], centres[name], pattern.sigma_mm)
-            loss = np.float32(pattern.intensity * severities[name]) * weight * tissue["gm"][box]
-            x[box] *= 1 - loss
+            for centre in centres[name]:
+                box = self.grid.box(centre, SUPPORT_SIGMAS * pattern.sigma_mm + MARGIN_MM)
+                weight = bump_weight(source[box], centre, pattern.sigma_mm)
+                loss = (np.float32(pattern.intensity * severities[name]) * weight
+                        * tissue["gm"][box])
+                x[box] *= 1 - loss
         brain = tissue["t1"] > BRAIN_THRESHOLD
         x = np.clip(x, 0, None) * brain
 
@@ -216,7 +219,8 @@ class Renderer:
         """Nominal ground-truth maps on the grid: the brain mask and each pattern's weight g."""
         maps = {"brain_mask": self.template.sample(self.points)["t1"] > BRAIN_THRESHOLD}
         for name, pattern in self.recipe.patterns.items():
-            maps[f"pattern_{name}"] = bump_weight(self.points, pattern.centre_mm, pattern.sigma_mm)
+            maps[f"pattern_{name}"] = np.max([bump_weight(self.points, centre, pattern.sigma_mm)
+                                              for centre in pattern.centres_mm], axis=0)
         return {k: v.astype(np.float32) for k, v in maps.items()}
 
 
