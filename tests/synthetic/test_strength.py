@@ -25,7 +25,9 @@ def recipe():
     return synth_recipe()
 
 
-def test_the_request_is_reached_and_the_patterns_keep_their_proportions(recipe):
+@pytest.mark.parametrize("grid", ["ci", pytest.param("mm3", marks=pytest.mark.slow)])
+def test_the_request_is_reached_and_the_patterns_keep_their_proportions(grid):
+    recipe = synth_recipe(f"grid={grid}")
     weaker, reached = calibrate(recipe, 0.002, patients=PILOT)
     assert reached == pytest.approx(0.002, rel=0.05)
     assert disease_fraction(pilot(weaker, PILOT)) == pytest.approx(reached, rel=1e-6)
