@@ -41,7 +41,7 @@ def plot_embedding(table: pd.DataFrame, path: Path) -> Path:
     for ax, space in zip(axes[0], spaces, strict=True):
         xy, method = projection(table[code_columns(table, space)].to_numpy())
         background = (table["role"] == "background").to_numpy()
-        ax.scatter(*xy[background].T, s=10, c="lightgrey", label="background (HC)")
+        ax.scatter(*xy[background].T, s=10, c="lightgrey", label="background")
         for group in sorted(table.loc[~background, "group"].unique()):
             members = ~background & (table["group"] == group).to_numpy()
             ax.scatter(*xy[members].T, s=14, label=f"{group} (target)")

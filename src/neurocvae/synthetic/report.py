@@ -1,7 +1,7 @@
 """Cohort report: who is in the cohort, what the scans look like, and where groups differ.
 
 For every disease group, the age-matched mean difference map (group − its nearest-age healthy
-controls) shows where the group departs from HC; on a synthetic cohort the planted regions are
+controls) shows where the group departs from them; on a synthetic cohort the planted regions are
 marked and the concentration of the difference inside them is tabulated.
 """
 
@@ -146,16 +146,16 @@ def read_statistics(cohort_dir: Path, table: pd.DataFrame, groups: list[str],
     return stats
 
 
-def _difference_section(differences: dict[str, np.ndarray], hc_mean: np.ndarray,
+def _difference_section(differences: dict[str, np.ndarray], controls_mean: np.ndarray,
                         truth: dict, recipe: dict, brain: np.ndarray | None,
-                        affine: np.ndarray, out_dir: Path) -> list[str]:
+                        affine: np.ndarray, out_dir: Path, controls: str = HEALTHY) -> list[str]:
     """The report's section on where each disease group differs from healthy controls (maps
     written as PNG beside it)."""
     lines = ["## Where each disease group differs from healthy controls", "",
              f"Each patient is compared with its {MATCHED_CONTROLS} nearest-age healthy "
              "controls of the same sex; the map is the mean over patients of (patient − "
-             "mean of its controls), drawn over the HC mean where |difference| is at least "
-             f"{OVERLAY_FLOOR:.0%} of its maximum. Blue: lower intensity in patients "
+             f"mean of its controls), drawn over the {controls} mean where |difference| is at "
+             f"least {OVERLAY_FLOOR:.0%} of its maximum. Blue: lower intensity in patients "
              "(tissue loss). "
              + ("Circles mark the planted regions (radius 2σ) of the group's patterns. "
                 if truth else "")
@@ -164,8 +164,9 @@ def _difference_section(differences: dict[str, np.ndarray], hc_mean: np.ndarray,
                 else "")
              + "Maps in NIfTI: `difference_<group>.nii.gz`.", ""]
     for g, difference in differences.items():
-        _plot_difference(difference, hc_mean, g, truth, affine, out_dir / f"difference_{g}.png")
-        lines += [f"![{g} − HC](difference_{g}.png)", ""]
+        _plot_difference(difference, controls_mean, g, truth, affine,
+                         out_dir / f"difference_{g}.png", controls)
+        lines += [f"![{g} − {controls}](difference_{g}.png)", ""]
     if truth:
         lines += ["### Concentration in the planted regions", "",
                   "Mean |difference| inside each planted region (within 2σ of its centre) "
@@ -215,7 +216,7 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
               "![montage](montage.png)", ""]
     if diseases:
         lines += _difference_section(stats.differences, means[controls], truth, recipe, brain,
-                                     affine, out_dir)
+                                     affine, out_dir, controls)
     twins = int((table.get("twin_path", pd.Series("", index=table.index)).astype(str) != "").sum())
     if twins:
         f = _disease_fraction(stats.moments, twins, brain)
@@ -344,7 +345,8 @@ def _plot_montage(table, groups, examples, slices, means, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_difference(diff, background, group, truth, affine, path: Path) -> None:
+def _plot_difference(diff, background, group, truth, affine, path: Path,
+                     controls: str = HEALTHY) -> None:
     """Orthogonal slices through each planted centre of the group (else the peak |difference|)."""
     inverse = np.linalg.inv(affine)
     centres = {n: p["centre_mm"] for n, p in truth.items() if group in p["groups"]}
@@ -370,8 +372,8 @@ def _plot_difference(diff, background, group, truth, affine, path: Path) -> None
                                     fill=False, color="yellow", lw=1))
             ax.set_title(f"{label}, {name} at {[round(v) for v in centre]} mm", fontsize=8)
             ax.axis("off")
-    fig.colorbar(shown, ax=axes, shrink=0.7, label=f"{group} − matched HC")
-    fig.suptitle(f"{group}: age- and sex-matched mean difference from HC")
+    fig.colorbar(shown, ax=axes, shrink=0.7, label=f"{group} − matched {controls}")
+    fig.suptitle(f"{group}: age- and sex-matched mean difference from {controls}")
     save_figure(fig, path, tight=False)
 
 
