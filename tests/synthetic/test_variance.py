@@ -1,5 +1,7 @@
 """Each nuisance factor's share of the healthy scans' voxel variance."""
 
+import pytest
+
 from neurocvae.synthetic.renderer import plan_cohort
 from neurocvae.synthetic.variance import FACTORS, variance_shares
 from tests.conftest import counts, synth_recipe
@@ -8,6 +10,7 @@ SMALL = counts(HC=12, MDD=0, diabetes=0, dual=0)
 
 
 def shares(*overrides: str) -> dict[str, float]:
+    """The shares of a small cohort (4 mm unless a grid is given)."""
     recipe = synth_recipe(*SMALL, *overrides)
     return variance_shares(recipe, plan_cohort(recipe))
 
@@ -23,3 +26,7 @@ def test_native_head_size_carries_most_of_the_variance_and_registration_removes_
 
 def test_a_factor_that_is_not_planted_has_no_share():
     assert shares("shared_warp.amplitude=0")["shared warp"] == 0
+
+
+def test_a_fine_grid_is_measured_at_4_mm():
+    assert shares("grid=default") == pytest.approx(shares("grid=ci"), abs=1e-6)  # 2 mm → 4 mm

@@ -226,9 +226,9 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
     if shares:
         lines += ["## Where the variance comes from", "",
                   f"Share of the {controls} scans' within-brain voxel variance that holding each "
-                  "planted factor fixed removes (a sample of them rendered again; factors "
-                  "interact, so the shares need not add up to 1), and the disease's share of "
-                  "the patients' variance (f above).", "",
+                  "planted factor fixed removes (a sample of them rendered again, on a grid of "
+                  "4 mm at the finest; factors interact, so the shares need not add up to 1), "
+                  "and the disease's share of the patients' variance (f above).", "",
                   "| factor | share |", "|---|---|",
                   *(f"| {factor} | {share:.1%} |" for factor, share in shares.items()),
                   *([f"| disease (patients) | {f:.1%} |"] if twins else []), ""]
