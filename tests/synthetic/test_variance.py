@@ -2,7 +2,6 @@
 
 import pytest
 
-from neurocvae.synthetic.renderer import plan_cohort
 from neurocvae.synthetic.variance import FACTORS, variance_shares
 from tests.conftest import counts, synth_recipe
 
@@ -12,7 +11,7 @@ SMALL = counts(HC=12, MDD=0, diabetes=0, dual=0)
 def shares(*overrides: str) -> dict[str, float]:
     """The shares of a small cohort (4 mm unless a grid is given)."""
     recipe = synth_recipe(*SMALL, *overrides)
-    return variance_shares(recipe, plan_cohort(recipe))
+    return variance_shares(recipe)
 
 
 def test_native_head_size_carries_most_of_the_variance_and_registration_removes_it():

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.cli import reports_input_errors
@@ -35,9 +34,7 @@ def synth(cfg: DictConfig) -> None:
     out_dir = generate_cohort(recipe, Path(cfg.out_dir), overwrite=cfg.overwrite, workers=workers)
     log.info("cohort written in %.1f s: %s", time.perf_counter() - start, out_dir / "manifest.csv")
     if cfg.report:
-        shares = variance_shares(recipe, pd.read_csv(out_dir / "ground_truth.csv",
-                                                     keep_default_na=False))
-        report = write_cohort_report(out_dir, shares=shares)
+        report = write_cohort_report(out_dir, shares=variance_shares(recipe))
         print(f"Report: {report}")
 
 

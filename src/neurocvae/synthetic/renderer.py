@@ -75,11 +75,11 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     own ages, share of males or mix of sites).
 
     Columns: subject_id, group, label (the group's place in the recipe, from 0), age, sex, site,
-    delta (age acceleration, y), u_warp,
-    u_head, severity_<pattern>, noise_seed, t (effective age in units), ventricle_scale,
-    head_scale, path, twin_id, twin_path (empty for controls, or without twins), and for a
-    pattern with `jitter_mm` > 0 its per-subject centre offset `shift_<pattern>_{x,y,z}_mm`; with
-    `anatomy_rms_mm` > 0, the seed of each subject's own smooth deformation (`anatomy_seed`).
+    delta (age acceleration, y), u_warp, u_head, severity_<pattern>, noise_seed, t (effective
+    age in units), ventricle_scale, head_scale, path, twin_id, twin_path (empty for controls,
+    or without twins), and for a pattern with `jitter_mm` > 0 its per-subject centre offset
+    `shift_<pattern>_{x,y,z}_mm`; with `anatomy_rms_mm` > 0, the seed of each subject's own
+    smooth deformation (`anatomy_seed`).
     """
     rng = np.random.default_rng(recipe.seed)
     sites = [s.name for s in recipe.sites]

@@ -22,6 +22,7 @@ from neurocvae.figures import plt, save_figure
 from neurocvae.progress import progress
 from neurocvae.synthetic.layout import CohortFolder
 from neurocvae.synthetic.renderer import read_volume
+from neurocvae.synthetic.strength import variance_fraction
 from neurocvae.synthetic.warp import CORE_WEIGHT
 
 # Anterior horn, body and atrium of each lateral ventricle in MNI152 (as in conf/synth.yaml).
@@ -219,7 +220,8 @@ def write_cohort_report(cohort_dir: str | Path, out_dir: str | Path | None = Non
                                      affine, out_dir, controls)
     twins = int((table.get("twin_path", pd.Series("", index=table.index)).astype(str) != "").sum())
     if twins:
-        f = _disease_fraction(stats.moments, twins, brain)
+        within = brain if brain is not None else stats.moments[2] > 0
+        f = variance_fraction(stats.moments[:, within], twins)
         lines += ["## Disease strength", "",
                   f"Fraction of the patients' within-brain voxel variance due to the planted "
                   f"patterns (x − healthy twin): **f = {f:.2%}** over {twins} patients.", ""]
@@ -300,16 +302,6 @@ def _concentration_table(differences: dict[str, np.ndarray], truth: dict[str, di
             cells.append(f"{ratio:.1f}{mark}")
         rows.append(f"| {g} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
-
-
-def _disease_fraction(moments: np.ndarray, n: int, brain: np.ndarray | None) -> float:
-    """f = Σ_v Var_i[x_i − x_i^h] / Σ_v Var_i[x_i] over brain voxels (docs/science.md §8)."""
-    sum_d, sum_d2, sum_x, sum_x2 = moments
-    var_d = sum_d2 / n - (sum_d / n) ** 2
-    var_x = sum_x2 / n - (sum_x / n) ** 2
-    if brain is None:
-        brain = sum_x > 0
-    return float(var_d[brain].sum() / var_x[brain].sum())
 
 
 def _spearman(table: pd.DataFrame, ventricles: np.ndarray, controls: str) -> float:

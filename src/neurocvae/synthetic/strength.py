@@ -60,6 +60,13 @@ def pilot(recipe: Recipe, patients: int) -> Recipe:
            for name, group in sick.items()}})
 
 
+def variance_fraction(moments: np.ndarray, n: int) -> float:
+    """f from the sums [4, V] of d, d², x and x² over n patients (d = x − its twin, V voxels):
+    Σ_v Var_i[d] / Σ_v Var_i[x]."""
+    var_d, var_x = moments[[1, 3]] / n - (moments[[0, 2]] / n) ** 2
+    return float(var_d.sum() / var_x.sum())
+
+
 def disease_fraction(recipe: Recipe) -> float:
     """f of every subject of `recipe` against its healthy twin, within the brain mask."""
     renderer = Renderer(recipe)
@@ -70,9 +77,7 @@ def disease_fraction(recipe: Recipe) -> float:
         x = renderer.render(subject)[brain].astype(np.float64)
         d = x - renderer.render(subject, diseased=False)[brain]
         sums += np.stack([d, d * d, x, x * x])
-    n = len(subjects)
-    variance = sums[[1, 3]] / n - (sums[[0, 2]] / n) ** 2
-    return float(variance[0].sum() / variance[1].sum())
+    return variance_fraction(sums, len(subjects))
 
 
 def calibrate(recipe: Recipe, f: float, *, tolerance: float = 0.05,

@@ -20,7 +20,7 @@ import pandas as pd
 
 from neurocvae.synthetic.grid import Grid
 from neurocvae.synthetic.recipe import Recipe, Site
-from neurocvae.synthetic.renderer import Renderer
+from neurocvae.synthetic.renderer import Renderer, plan_cohort
 
 SAMPLE = 24  # controls rendered per factor
 VOXEL_MM = 4.0  # the finest grid they are rendered on
@@ -43,16 +43,12 @@ def _own_anatomy_off(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, anatomy_rms_mm=0.0)
 
 
-def _same(recipe: Recipe) -> Recipe:
-    return recipe
-
-
-# factor → (the recipe it is rendered with, the subject's values held fixed)
-FACTORS: dict[str, tuple[Callable[[Recipe], Recipe], dict[str, float]]] = {
-    "head size": (_same, {"head_scale": 1.0}),
+# factor → (the change of recipe it is rendered with, None: none; the subject's values held fixed)
+FACTORS: dict[str, tuple[Callable[[Recipe], Recipe] | None, dict[str, float]]] = {
+    "head size": (None, {"head_scale": 1.0}),
     "individual anatomy": (_own_anatomy_off, {}),
-    "ageing": (_same, {"t": 0.0, "ventricle_scale": 1.0}),
-    "shared warp": (_same, {"u_warp": 0.0}),
+    "ageing": (None, {"t": 0.0, "ventricle_scale": 1.0}),
+    "shared warp": (None, {"u_warp": 0.0}),
     "site": (_ideal_scanners, {}),
 }
 
@@ -64,11 +60,11 @@ def _with(subject: pd.Series, values: dict[str, float]) -> pd.Series:
     return changed
 
 
-def variance_shares(recipe: Recipe, plan: pd.DataFrame, *, sample: int = SAMPLE
-                    ) -> dict[str, float]:
-    """Each factor's share of the controls' within-brain voxel variance (`plan`: the cohort's
-    planted factors, `plan_cohort`); the first `sample` controls of the plan (its order is
-    random) are rendered. Factors the recipe does not plant (e.g. no anatomy) get 0."""
+def variance_shares(recipe: Recipe, *, sample: int = SAMPLE) -> dict[str, float]:
+    """Each factor's share of the controls' within-brain voxel variance; the first `sample`
+    controls of the cohort's plan (`plan_cohort`, in random order) are rendered. Factors the
+    recipe does not plant (e.g. no anatomy) get 0."""
+    plan = plan_cohort(recipe)
     controls = plan[plan["group"] == recipe.controls].head(sample)
     if len(controls) < 2:
         return {}
@@ -82,6 +78,6 @@ def variance_shares(recipe: Recipe, plan: pd.DataFrame, *, sample: int = SAMPLE
         return float(volumes.astype(np.float64).var(0).sum())
 
     total = spread(renderer, {})
-    return {factor: max(0.0, 1 - spread(renderer if variant is _same
-                                        else Renderer(variant(recipe)), fixed) / total)
+    return {factor: max(0.0, 1 - spread(Renderer(variant(recipe)) if variant else renderer,
+                                        fixed) / total)
             for factor, (variant, fixed) in FACTORS.items()}
