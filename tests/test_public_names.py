@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-PACKAGES = ["neurocvae.data", "neurocvae.synthetic", "neurocvae.brainage", "neurocvae.contrastive",
-            "neurocvae.evaluation"]
+PACKAGES = ["neurocvae", "neurocvae.data", "neurocvae.synthetic", "neurocvae.brainage",
+            "neurocvae.contrastive", "neurocvae.evaluation"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

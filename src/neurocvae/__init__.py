@@ -9,3 +9,8 @@ __version__ = "0.1.0"
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                         category=FutureWarning)
+
+from neurocvae.lazy import exports  # noqa: E402
+
+__all__ = ["TrainedModel"]
+__getattr__, __dir__ = exports(__name__, {"TrainedModel": "contrastive.trained"})

@@ -16,8 +16,12 @@ from rich.progress import (
 
 
 @contextmanager
-def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Show a bar for `total` steps; yields `advance(n=1)`."""
+def progress(description: str, total: int, *, shown: bool = True
+             ) -> Iterator[Callable[[int], None]]:
+    """Show a bar for `total` steps (none unless `shown`); yields `advance(n=1)`."""
+    if not shown:
+        yield lambda n=1: None
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:

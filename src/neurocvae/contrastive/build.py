@@ -41,9 +41,17 @@ def build_module(cfg: DictConfig | dict[str, Any], input_shape: Sequence[int]
         **OmegaConf.to_container(cfg.model, resolve=True))
 
 
-def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
-                ) -> ContrastiveModule:
-    """The trained model of a `neurocvae-train` checkpoint, in eval mode."""
+def run_checkpoint(run_dir: Path, which: str) -> Path:
+    """`best`, `last` or a path → the checkpoint file of a run folder."""
+    path = run_dir / "checkpoints" / f"{which}.ckpt" if which in ("best", "last") else Path(which)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint (checkpoint=best, last or a path)")
+    return path
+
+
+def read_checkpoint(checkpoint: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """The contents of a `neurocvae-train` checkpoint (weights only, no pickled code)."""
     path = Path(checkpoint)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
@@ -54,7 +62,19 @@ def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
     config = state.get("hyper_parameters", {}).get("config") if isinstance(state, dict) else None
     if not config:
         raise InputError(f"{path}: not a neurocvae-train checkpoint (no stored configuration)")
+    return state
+
+
+def module_from(state: dict[str, Any]) -> ContrastiveModule:
+    """The trained model of checkpoint contents (`read_checkpoint`), in eval mode."""
+    config = state["hyper_parameters"]["config"]
     module = build_module(config, config["input_shape"])
     module.load_state_dict(state["state_dict"])
     module.on_load_checkpoint(state)
     return module.eval()
+
+
+def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
+                ) -> ContrastiveModule:
+    """The trained model of a `neurocvae-train` checkpoint, in eval mode."""
+    return module_from(read_checkpoint(checkpoint, map_location))

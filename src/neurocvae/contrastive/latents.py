@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -23,24 +26,31 @@ def code_columns(table: pd.DataFrame, space: str) -> list[str]:
 
 
 @torch.no_grad()
-def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str,
-                 role: str = "target") -> pd.DataFrame:
-    """One row per `role` scan of `split`: subject_id, group, age, sex, site (and brain_age,
-    bag when the table has them), role, then the means of the shared (`shared_0…`) and salient
-    (`salient_0…`) codes."""
+def encode_batches(module: ContrastiveModule, batches: Iterable[dict[str, Any]]
+                   ) -> tuple[list[str], pd.DataFrame]:
+    """The subject ids of batches of model inputs (`image` [B, 1, X, Y, Z], `subject_id`) and
+    one row per scan of their shared (`shared_0…`) and salient (`salient_0…`) code means."""
     module.eval()
     shared, salient, ids = [], [], []
-    for batch in datamodule.input_batches(split, role):
+    for batch in batches:
         z, s = module.latent_representation(batch["image"].to(module.device))
         shared.append(z.float().cpu().numpy())
         salient.append(s.float().cpu().numpy())
         ids += list(batch["subject_id"])
-    rows = datamodule.splits[split][role].set_index("subject_id").loc[ids].reset_index()
-    table = rows[known_columns(rows)].assign(role=role)
     codes = {f"{space}_{j}": column
              for space, parts in (("shared", shared), ("salient", salient))
              for j, column in enumerate(np.concatenate(parts).T)}
-    return pd.concat([table, pd.DataFrame(codes)], axis=1)
+    return ids, pd.DataFrame(codes)
+
+
+def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str,
+                 role: str = "target") -> pd.DataFrame:
+    """One row per `role` scan of `split`: subject_id, group, age, sex, site (and brain_age,
+    bag when the table has them), role, then the code means (`encode_batches`)."""
+    ids, codes = encode_batches(module, datamodule.input_batches(split, role))
+    rows = datamodule.splits[split][role].set_index("subject_id").loc[ids].reset_index()
+    table = rows[known_columns(rows)].assign(role=role)
+    return pd.concat([table, codes], axis=1)
 
 
 def encode_roles(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str

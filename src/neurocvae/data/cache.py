@@ -302,7 +302,7 @@ class _PreprocessedSources(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
         try:
-            image = preprocess(self.transform, self.paths[i])
+            image = preprocess(self.transform, self.paths[i]).as_tensor()
         except VolumeError as error:
             return i, None, error.problem
         return i, image[0].numpy().astype(np.float16), ""

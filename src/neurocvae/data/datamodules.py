@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -68,6 +69,8 @@ class CohortDataModule(pl.LightningDataModule):
         self.out_dir = Path(out_dir) if out_dir else None
         self.cache: VolumeCache | None = None
         self.minmax: MinMax | None = None
+        self._grid_affine: np.ndarray | None = None
+        self._first_path: str | None = None
         self.splits: dict[str, Any] = {}  # split name → its rows (per subclass)
 
     # --- shared steps -------------------------------------------------------------------------
@@ -83,7 +86,10 @@ class CohortDataModule(pl.LightningDataModule):
             rejected = self.cache.rejected.merge(table[["subject_id", "path"]], on="path")
             rejected.to_csv(self.out_dir / "rejected.csv", index=False)
             log.warning("%d row(s) rejected: %s", (~usable).sum(), self.out_dir / "rejected.csv")
-        return table[usable].reset_index(drop=True)
+        table = table[usable].reset_index(drop=True)
+        if self._first_path is None and len(table):
+            self._first_path = table["path"].iloc[0]
+        return table
 
     def _fit_intensity(self, train: pd.DataFrame) -> None:
         """Fit `minmax_global` on the training rows only (kept if restored from a checkpoint)."""
@@ -150,9 +156,23 @@ class CohortDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._split_loader("test")
 
+    @property
+    def grid_affine(self) -> np.ndarray:
+        """[4, 4] the voxel-to-mm (RAS) affine of the model inputs (that of the first usable
+        volume of the tables; known once the cache is built)."""
+        if self._grid_affine is None:
+            if self._first_path is None:
+                raise RuntimeError("grid_affine is known after prepare_data()")
+            self._grid_affine = self.preprocessing.affine(self._first_path)
+        return self._grid_affine
+
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the fitted intensity scaling."""
-        return {"minmax": vars(self.minmax) if self.minmax else None}
+        """Saved in checkpoints: the fitted intensity scaling, and what a checkpoint copied
+        alone needs to read new scans (`neurocvae.contrastive.trained`): the preprocessing and
+        the input grid's affine."""
+        return {"minmax": vars(self.minmax) if self.minmax else None,
+                "preprocessing": self.preprocessing.as_dict(),
+                "affine": self.grid_affine.tolist() if self._first_path else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("minmax"):

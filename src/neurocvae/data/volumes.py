@@ -83,11 +83,13 @@ class Preprocessing:
         """The normalisation the cache stores (`minmax_global` is applied when reading)."""
         return "mean" if self.normalise == "minmax_global" else self.normalise
 
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain values (`from_dict` reads them back)."""
+        return asdict(self) | {"shape": list(self.shape) if self.shape else None}
+
     def cache_settings(self) -> dict[str, Any]:
         """What determines the cached arrays: a change here rebuilds the cache."""
-        settings = asdict(self) | {"normalise": self.cached_normalise, "format": CACHE_FORMAT}
-        settings["shape"] = list(self.shape) if self.shape else None
-        return settings
+        return self.as_dict() | {"normalise": self.cached_normalise, "format": CACHE_FORMAT}
 
     def transform(self) -> Compose:
         """`{"image": path}` → `{"image": float32 MetaTensor [1, X, Y, Z]}`, RAS."""
@@ -104,14 +106,19 @@ class Preprocessing:
 
     def __call__(self, path: str | Path) -> torch.Tensor:
         """The preprocessed volume of one file, float32 [1, X, Y, Z] (no metadata)."""
-        return preprocess(self.transform(), path)
+        return preprocess(self.transform(), path).as_tensor()
+
+    def affine(self, path: str | Path) -> np.ndarray:
+        """[4, 4] the voxel-to-mm (RAS) affine of the file's preprocessed grid."""
+        return np.asarray(preprocess(self.transform(), path).affine, dtype=float)
 
 
-def preprocess(transform: Compose, path: str | Path) -> torch.Tensor:
-    """Apply `transform` to the file at `path`; a `VolumeError` surfaces as itself (MONAI wraps
-    errors raised inside a transform in a `RuntimeError`)."""
+def preprocess(transform: Compose, path: str | Path) -> MetaTensor:
+    """Apply `transform` to the file at `path`: a MetaTensor [1, X, Y, Z] that carries its
+    affine. A `VolumeError` surfaces as itself (MONAI wraps errors raised inside a transform in
+    a `RuntimeError`)."""
     try:
-        return transform({"image": str(path)})["image"].as_tensor()
+        return transform({"image": str(path)})["image"]
     except RuntimeError as error:
         cause: BaseException | None = error
         while cause is not None and not isinstance(cause, VolumeError):

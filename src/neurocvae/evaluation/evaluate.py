@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from neurocvae.contrastive.build import load_module
+from neurocvae.contrastive.build import load_module, run_checkpoint
 from neurocvae.contrastive.latents import encode_roles
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
@@ -46,14 +46,6 @@ def run_config(run_dir: Path) -> DictConfig:
         raise InputError(f"{run_dir} is not a neurocvae-train run folder: {path} has no "
                          "data.target or arch (a run of another command?)")
     return cfg
-
-
-def run_checkpoint(run_dir: Path, which: str) -> Path:
-    """`best`, `last` or a path → the checkpoint file."""
-    path = run_dir / "checkpoints" / f"{which}.ckpt" if which in ("best", "last") else Path(which)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint (checkpoint=best, last or a path)")
-    return path
 
 
 def run_datamodule(cfg: DictConfig) -> ContrastiveDataModule:
@@ -89,11 +81,6 @@ def with_truth(table: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
     merged = table.drop(columns=codes).merge(truth[["subject_id", *extra]], on="subject_id",
                                              how="left")
     return pd.concat([merged, table[codes]], axis=1)
-
-
-def input_affine(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
-    """The voxel-to-mm (RAS) affine of the model's input grid."""
-    return np.asarray(datamodule.preprocessing.transform()({"image": path})["image"].affine)
 
 
 def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: Path,
@@ -158,7 +145,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                            twins=twins, examples=examples)
     metrics["decoded"] = decoded.scores()
     metrics["salient_maps"] = save_salient_maps(
-        decoded.salient_maps, input_affine(datamodule, targets["path"].iloc[0]), out_dir,
+        decoded.salient_maps, datamodule.grid_affine, out_dir,
         cohort.planted_patterns() if cohort else {}, figures=figures)
     distances = [min(m["planted_distance_mm"].values()) for m in metrics["salient_maps"]
                  if m["planted_distance_mm"]]

@@ -1,0 +1,135 @@
+"""`neurocvae-encode` and `TrainedModel`: a finished run encodes scans it has never seen, read
+exactly as in training, and writes maps in each scan's own space."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from neurocvae import TrainedModel
+from neurocvae.cli.benchmark import benchmark
+from neurocvae.config import config_dir
+from neurocvae.contrastive.discriminator import DiscriminatorWarning
+from neurocvae.errors import InputError
+from neurocvae.synthetic.renderer import generate_cohort
+from tests.conftest import counts, synth_recipe
+from tests.evaluation.test_evaluate import TINY_TRAIN
+
+pytestmark = [pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
+                                         f"{DiscriminatorWarning.__name__}")]
+ENCODE_COMMAND = Path(sys.executable).with_name("neurocvae-encode")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A trained and evaluated cVAE run (benchmark layout: cohort/, runs/cvae/seed0/)."""
+    out = tmp_path_factory.mktemp("encode")
+    small = ["cohort=['grid=ci','seed=3','groups.HC.count=32','groups.MDD.count=16',"
+             "'groups.diabetes.count=16','groups.dual.count=0']",
+             "split_fractions={train:0.5,val:0.25,test:0.25}", TINY_TRAIN]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        benchmark.__wrapped__(compose("benchmark", [*small, f"out_dir={out}", "seeds=[0]",
+                                                    "only=[cvae]", "baselines=[]"]))
+    return out
+
+
+def las_copy(path: Path, out: Path) -> Path:
+    """The volume stored left-to-right flipped (an FSL LAS file, as UK Biobank's): another
+    voxel order and affine for the same brain."""
+    flipped = nib.as_closest_canonical(nib.load(path)).slicer[::-1, :, :]
+    nib.save(nib.Nifti1Image(np.asarray(flipped.dataobj), flipped.affine), out)
+    return out
+
+
+def test_new_scans_are_encoded_as_in_evaluation_and_mapped_into_their_own_space(finished,
+                                                                               tmp_path):
+    run = finished / "runs" / "cvae" / "seed0"
+    evaluated = pd.read_csv(run / "eval" / "latents.csv")
+    new = generate_cohort(synth_recipe("seed=4", *counts(HC=2, MDD=1, diabetes=1, dual=0)),
+                          tmp_path / "new", workers=1)
+    new_table = pd.read_csv(new / "manifest.csv")
+    new_table["path"] = [str(new / p) for p in new_table["path"]]
+    new_table["subject_id"] = "new-" + new_table["subject_id"]  # ids of their own
+    las = las_copy(Path(new_table["path"].iloc[0]), tmp_path / "las.nii.gz")
+    seen = evaluated[["subject_id", "group", "age"]].merge(
+        pd.read_csv(finished / "cohort" / "manifest.csv")[["subject_id", "path"]])
+    seen["path"] = [str(finished / "cohort" / p) for p in seen["path"]]
+    scans = pd.concat([seen, new_table[["subject_id", "group", "age", "path"]],
+                       pd.DataFrame({"subject_id": ["las"], "group": ["HC"], "age": [60.0],
+                                     "path": [str(las)]})], ignore_index=True)
+    scans.to_csv(tmp_path / "scans.csv", index=False)
+
+    out = tmp_path / "encoded"
+    result = subprocess.run(
+        [str(ENCODE_COMMAND), f"run={run}", f"scans={tmp_path / 'scans.csv'}",
+         f"out_dir={out}", "maps=[salient_map,counterfactual]", "native=true"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = pd.read_csv(out / "latents.csv")
+    assert codes["subject_id"].tolist() == scans["subject_id"].tolist()
+    assert {"group", "age", "path"} <= set(codes.columns)
+    columns = [c for c in evaluated.columns if c.startswith(("shared_", "salient_"))]
+    again = codes.set_index("subject_id").loc[evaluated["subject_id"], columns].to_numpy()
+    np.testing.assert_allclose(again, evaluated[columns].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert np.isfinite(codes[columns].to_numpy()).all()
+
+    for row in scans.itertuples():
+        source = nib.load(row.path)
+        for kind in ("salient_map", "counterfactual"):
+            written = nib.load(out / kind / f"{row.subject_id}_{kind}.nii.gz")
+            assert written.shape == source.shape
+            np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    # the flipped copy holds the same brain: its codes are the original's, and its healthy
+    # counterfactual, mapped back into its own voxel order, is the original's flipped
+    by_id = codes.set_index("subject_id")[columns]
+    np.testing.assert_allclose(by_id.loc["las"], by_id.loc[new_table["subject_id"].iloc[0]],
+                               rtol=1e-5, atol=1e-6)
+    original = nib.load(out / "counterfactual" / f"{new_table['subject_id'].iloc[0]}"
+                                                  "_counterfactual.nii.gz").get_fdata()
+    flipped = nib.load(out / "counterfactual" / "las_counterfactual.nii.gz").get_fdata()
+    assert np.abs(original).max() > 0.1
+    np.testing.assert_allclose(flipped[::-1], original, atol=1e-4)
+
+
+def test_a_checkpoint_copied_alone_reads_scans_as_its_run_did(finished, tmp_path):
+    run = finished / "runs" / "cvae" / "seed0"
+    alone = tmp_path / "model.ckpt"
+    shutil.copy(run / "checkpoints" / "best.ckpt", alone)
+    model = TrainedModel.load(alone)
+    evaluated = pd.read_csv(run / "eval" / "latents.csv").head(5)
+    paths = pd.read_csv(finished / "cohort" / "manifest.csv").set_index("subject_id").loc[
+        evaluated["subject_id"], "path"]
+    codes = model.encode([finished / "cohort" / p for p in paths])
+    columns = [c for c in evaluated.columns if c.startswith(("shared_", "salient_"))]
+    np.testing.assert_allclose(codes[columns].to_numpy(), evaluated[columns].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    maps = model.salient_maps([finished / "cohort" / paths.iloc[0]])
+    assert maps[0].shape == model.shape
+    np.testing.assert_allclose(maps[0].affine, model.affine)
+    with pytest.raises(InputError, match="kind='twin'"):
+        next(model.volumes([finished / "cohort" / paths.iloc[0]], "twin"))
+    with pytest.raises(InputError, match=r"not found: .*missing\.nii\.gz"):
+        model.encode([tmp_path / "missing.nii.gz"])
+
+
+def test_the_worked_example_of_docs_python_md_runs(finished, tmp_path, monkeypatch):
+    page = Path(__file__).resolve().parents[2] / "docs" / "python.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    (tmp_path / "outputs" / "demo" / "train").symlink_to(finished / "runs" / "cvae" / "seed0")
+    generate_cohort(synth_recipe("seed=1", *counts(HC=8, MDD=4, diabetes=4, dual=0)),
+                    tmp_path / "outputs" / "new", workers=1)  # what the page's command renders
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)
+    assert len(namespace["codes"]) == 16 and namespace["mean_map"].shape == (24, 24, 24)
+    assert nib.load("outputs/new/salient_map_0.nii.gz").shape == (40, 48, 40)
