@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
-	$(BIN)/python -m pip install --quiet -e ".[dev,slurm,search,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,slurm,search,tensorboard,export]"
 	touch $@
 
 demo: install

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from neurocvae import TrainedModel
 from neurocvae.cli.benchmark import benchmark
+from neurocvae.cli.encode import encode
 from neurocvae.config import config_dir
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
 from neurocvae.errors import InputError
@@ -122,7 +123,7 @@ def test_a_checkpoint_copied_alone_reads_scans_as_its_run_did(finished, tmp_path
 def test_the_worked_example_of_docs_python_md_runs(finished, tmp_path, monkeypatch):
     page = Path(__file__).resolve().parents[2] / "docs" / "python.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs" / "demo").mkdir(parents=True)
     (tmp_path / "outputs" / "demo" / "train").symlink_to(finished / "runs" / "cvae" / "seed0")
@@ -133,3 +134,28 @@ def test_the_worked_example_of_docs_python_md_runs(finished, tmp_path, monkeypat
         exec(compile(block, str(page), "exec"), namespace)
     assert len(namespace["codes"]) == 16 and namespace["mean_map"].shape == (24, 24, 24)
     assert nib.load("outputs/new/salient_map_0.nii.gz").shape == (40, 48, 40)
+    assert Path("outputs/new/encoders.onnx").stat().st_size > 10_000
+
+
+def test_the_exported_encoders_give_the_same_codes_outside_pytorch(finished, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = finished / "runs" / "cvae" / "seed0"
+    model = TrainedModel.load(run)
+    exported = model.export(tmp_path / "encoders.onnx")
+    paths = sorted((finished / "cohort" / "volumes").glob("*.nii.gz"))[:3]
+    volumes = np.stack([model.preprocessing(p).numpy() for p in paths])  # [3, 1, X, Y, Z]
+    shared, salient = onnxruntime.InferenceSession(str(exported)).run(None, {"volume": volumes})
+    codes = model.encode(paths)
+    np.testing.assert_allclose(shared, codes.filter(like="shared_").to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(salient, codes.filter(like="salient_").to_numpy(), atol=1e-5)
+    assert not list(tmp_path.glob(".encoders.onnx*"))  # nothing half-written left behind
+
+
+def test_the_command_refuses_what_it_cannot_do_before_reading_the_model(tmp_path, capsys):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        for overrides, message in (([], "nothing to do"),
+                                   ([f"scans={tmp_path}"], "needs out_dir"),
+                                   (["scans=x", "out_dir=y", "batch_size=0"], "batch_size")):
+            with pytest.raises(SystemExit) as stopped:
+                encode(compose("encode", [f"run={tmp_path / 'absent'}", *overrides]))
+            assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import hydra
@@ -12,15 +13,27 @@ from neurocvae.checks import require_number
 from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
 from neurocvae.contrastive.trained import TrainedModel, write_encoding
+from neurocvae.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @reports_input_errors
-def encode(cfg: DictConfig) -> pd.DataFrame:
-    """The whole command; returns the codes it wrote."""
+def encode(cfg: DictConfig) -> pd.DataFrame | None:
+    """The whole command; returns the codes it wrote (None when it only exports)."""
     require_number("batch_size", cfg.batch_size, at_least=1)
+    if cfg.scans is None and cfg.export is None:
+        raise InputError("nothing to do: give scans=<table or folder> (with out_dir=…), "
+                         "export=<file.onnx>, or both")
+    if cfg.scans is not None and cfg.out_dir is None:
+        raise InputError("scans=… needs out_dir=<folder> for latents.csv and the maps")
     model = TrainedModel.load(cfg.run, checkpoint=cfg.checkpoint, device=cfg.device,
                               batch_size=int(cfg.batch_size))
     model.show_progress = True
+    if cfg.export is not None:
+        log.info("encoders exported to %s", model.export(cfg.export))
+    if cfg.scans is None:
+        return None
     return write_encoding(model, str(cfg.scans), Path(cfg.out_dir), maps=list(cfg.maps),
                           native=bool(cfg.native))
 

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from neurocvae.contrastive.build import module_from, read_checkpoint, run_checkpoint
+from neurocvae.contrastive.export import export_onnx
 from neurocvae.contrastive.latents import encode_batches
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.data.cohort import read_manifest
@@ -191,6 +192,11 @@ class TrainedModel:
     def salient_maps(self, scans: Scans, *, native: bool = False) -> list[nib.Nifti1Image]:
         """D([z, s]) − D([z, 0]), each scan's salient pattern (`volumes`)."""
         return [image for _, image in self.volumes(scans, "salient_map", native=native)]
+
+    def export(self, path: str | Path) -> Path:
+        """The encoders as ONNX at `path`: preprocessed volumes (`Preprocessing`) in, code
+        means out (`neurocvae.contrastive.export`)."""
+        return export_onnx(self.module, self.minmax, path)
 
 
 def to_native(image: nib.Nifti1Image, path: str | Path) -> nib.Nifti1Image:
