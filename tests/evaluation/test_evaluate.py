@@ -4,6 +4,7 @@ NIfTI volumes with healthy twins, real trainings and checkpoints, every output f
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,10 @@ def test_a_sweep_folder_gives_one_comparison_table(bench, tmp_path):
     assert math.isnan(table.loc[2, "active_z"]) and table.loc[0, "active_z"] >= 0  # no z in PCA
     assert "| seed0 |" in (tmp_path / "comparison.md").read_text()
     assert pd.read_csv(tmp_path / "comparison.csv").shape == table.shape
+    page = (tmp_path / "comparison.html").read_text()
+    assert "<table>" in page and "<td>seed0</td>" in page
+    links = re.findall(r'href="([^"]+)"', page)
+    assert len(links) == 2 and all((tmp_path / link).resolve().is_file() for link in links)
 
 
 @pytest.mark.slow
@@ -186,3 +191,50 @@ def test_a_folder_that_is_not_a_run_is_refused_before_reading_volumes(tmp_path, 
     assert exit_.value.code == 2
     assert message in error, error
     assert "nowhere" not in error and not (run / "eval").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_the_html_report_holds_every_part_and_links_only_files_beside_it(bench):
+    out, _ = bench
+    report = out / "runs" / "cvae" / "seed0" / "eval" / "report.html"
+    page = report.read_text()
+    latents = pd.read_csv(report.parent / "latents.csv")
+    for part in ("Evaluation report", "Latent spaces, coloured by any column",
+                 "Salient maps, interactive", "<table>"):
+        assert part in page
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert {"salient_map_MDD.html", "salient_map_diabetes_glass.png", "embedding.png"} <= set(links)
+    for link in links:
+        assert (report.parent / link).is_file(), link
+    data = json.loads(re.search(r"const DATA = (\{.*?\});\n", page).group(1))
+    assert len(data["rows"]) == len(latents)
+    assert {"group", "role", "age", "site", "severity_A"} <= set(data["columns"])
+    assert all(len(space["points"]) == len(latents) for space in data["spaces"].values())
+    view = (report.parent / "salient_map_MDD.html").read_text()
+    assert "brainsprite" in view.lower()  # nilearn's interactive viewer, self-contained
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chromium (Debian: chromium)")
+def test_the_html_report_renders_in_a_headless_browser_without_errors(bench, tmp_path):
+    out, _ = bench
+    report = out / "runs" / "cvae" / "seed0" / "eval" / "report.html"
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([CHROMIUM, *HEADLESS, *profile, "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    spaces = len(json.loads(re.search(r"const DATA = (\{.*?\});\n", dom).group(1))["spaces"])
+    latents = pd.read_csv(report.parent / "latents.csv")
+    assert dom.count("<circle") == spaces * len(latents)  # the explorer ran and drew every scan
+    assert "data-error" not in dom
+    assert '<option value="group">' in dom
+    view = report.parent / "salient_map_MDD.html"
+    viewer = subprocess.run([CHROMIUM, *HEADLESS, *profile, "--dump-dom", view.as_uri()],
+                            capture_output=True, text=True, timeout=120).stdout
+    assert "<canvas" in viewer  # brainsprite drew the slices
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *HEADLESS, *profile, f"--screenshot={shot}",
+                    "--window-size=1200,2400", report.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000

@@ -24,13 +24,15 @@ def evaluate(cfg: DictConfig) -> Any:
     if not run.is_dir():
         raise InputError(f"run={run}: no such folder")
     options = {"checkpoint": cfg.checkpoint, "split": cfg.split,
-               "baselines": tuple(cfg.baselines), "examples": cfg.examples}
+               "baselines": tuple(cfg.baselines), "examples": cfg.examples,
+               "embedding": cfg.embedding}
     if is_run(run) or not sweep_runs(run):
         metrics = evaluate_run(run, cfg.out_dir, **options)
-        log.info("report: %s", Path(cfg.out_dir or run / "eval") / "report.md")
+        log.info("report: %s (and report.html)", Path(cfg.out_dir or run / "eval") / "report.md")
         return metrics
     table = evaluate_sweep(run, cfg.out_dir, **options)
-    log.info("comparison of %d runs: %s", len(table), Path(cfg.out_dir or run) / "comparison.md")
+    log.info("comparison of %d runs: %s (and comparison.html)", len(table),
+             Path(cfg.out_dir or run) / "comparison.md")
     return table
 
 

@@ -25,9 +25,10 @@ from neurocvae.errors import InputError
 from neurocvae.evaluation import plots
 from neurocvae.evaluation.baselines import baseline_latents, check_baselines
 from neurocvae.evaluation.decoded import decode_split, mean_image
+from neurocvae.evaluation.html import write_comparison_html, write_html_report
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
-from neurocvae.files import write_json
+from neurocvae.files import write_json, write_text_atomically
 from neurocvae.synthetic.layout import CohortFolder
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,13 @@ def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: 
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                  checkpoint: str = "best", split: str = "auto",
                  baselines: tuple[str, ...] = (), examples: int = 3,
-                 figures: bool = True) -> dict[str, Any]:
+                 figures: bool = True, embedding: str = "pca") -> dict[str, Any]:
     """Evaluate one run folder; returns what `metrics.json` holds. `figures=False` skips the
-    pictures (metrics, latents, NIfTI maps and the report are still written)."""
+    pictures and `report.html` (metrics, latents, NIfTI maps and `report.md` are still
+    written); `embedding` (pca, umap) draws the codes in 2-D."""
     run_dir = Path(run_dir)
     check_baselines(baselines)  # before any work
+    plots.check_embedding(embedding)
     cfg = run_config(run_dir)
     ckpt = run_checkpoint(run_dir, checkpoint)
     module = load_module(ckpt)  # before any volume is read
@@ -157,7 +160,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                 datamodule, baselines, split).items()}
     pictures = {}
     if figures:
-        pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png")}
+        pictures = {"embedding": plots.plot_embedding(test, out_dir / "embedding.png",
+                                                      embedding)}
         if decoded.examples:
             pictures["examples"] = plots.plot_examples(decoded.examples, out_dir / "examples.png")
         curves = run_dir / "logs" / "metrics.csv"
@@ -165,6 +169,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
             pictures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")
     write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir, metrics, {k: v for k, v in pictures.items() if v})
+    if figures:
+        write_html_report(out_dir, test, metrics, embedding=embedding)
     return metrics
 
 
@@ -214,7 +220,9 @@ def evaluate_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, **k
     out_dir = Path(out_dir) if out_dir else sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "comparison.csv", index=False)
-    (out_dir / "comparison.md").write_text(
-        f"# Sweep comparison: {sweep_dir}\n\n{markdown_table(table)}\n\n{COLUMN_NOTES}\n")
+    comparison = f"# Sweep comparison: {sweep_dir}\n\n{markdown_table(table)}\n\n{COLUMN_NOTES}\n"
+    write_text_atomically(out_dir / "comparison.md", comparison)
+    write_comparison_html(out_dir, comparison,
+                          {run.name: run / "eval" / "report.html" for run in runs})
     return table
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from neurocvae.contrastive.latents import code_columns
+from neurocvae.errors import InputError
 from neurocvae.evaluation.decoded import Example
 from neurocvae.figures import plt, save_figure
 
@@ -22,30 +24,43 @@ CURVE_PANELS = {  # panel title → metric names (logged as train/<name>_epoch a
 }
 
 
-def projection(codes: np.ndarray) -> tuple[np.ndarray, str]:
-    """2-D embedding [n, 2] of codes [n, d]: UMAP when umap-learn is installed, else PCA."""
+EMBEDDINGS = ("pca", "umap")
+
+
+def check_embedding(method: str) -> None:
+    """Refuse an unknown 2-D embedding, or UMAP without umap-learn, before any work."""
+    if method not in EMBEDDINGS:
+        raise InputError(f"embedding={method!r}: expected one of {', '.join(EMBEDDINGS)}")
+    if method == "umap" and importlib.util.find_spec("umap") is None:
+        raise InputError("embedding=umap needs umap-learn: pip install 'neurocvae[umap]' "
+                         "(or embedding=pca)")
+
+
+def projection(codes: np.ndarray, method: str = "pca") -> tuple[np.ndarray, str]:
+    """2-D embedding [n, 2] of codes [n, d] by `method` (`pca` or `umap`), and its name."""
+    check_embedding(method)
     if codes.shape[1] <= 2:
         return np.pad(codes, ((0, 0), (0, 2 - codes.shape[1]))), "codes"
-    try:
+    if method == "umap":
         from umap import UMAP
-    except ImportError:
-        from sklearn.decomposition import PCA
-        return PCA(2, random_state=0).fit_transform(codes), "PCA"
-    return UMAP(random_state=0, n_neighbors=min(15, len(codes) - 1)).fit_transform(codes), "UMAP"
+        return (UMAP(random_state=0, n_neighbors=min(15, len(codes) - 1)).fit_transform(codes),
+                "UMAP")
+    from sklearn.decomposition import PCA
+    return PCA(2, random_state=0).fit_transform(codes), "PCA"
 
 
-def plot_embedding(table: pd.DataFrame, path: Path) -> Path:
+def plot_embedding(table: pd.DataFrame, path: Path, method: str = "pca") -> Path:
     """One panel per latent space: targets coloured by group, backgrounds in grey."""
     spaces = [s for s in ("salient", "shared") if code_columns(table, s)]
     fig, axes = plt.subplots(1, len(spaces), figsize=(5 * len(spaces), 4.2), squeeze=False)
     for ax, space in zip(axes[0], spaces, strict=True):
-        xy, method = projection(table[code_columns(table, space)].to_numpy())
+        xy, method_name = projection(table[code_columns(table, space)].to_numpy(), method)
         background = (table["role"] == "background").to_numpy()
         ax.scatter(*xy[background].T, s=10, c="lightgrey", label="background")
         for group in sorted(table.loc[~background, "group"].unique()):
             members = ~background & (table["group"] == group).to_numpy()
             ax.scatter(*xy[members].T, s=14, label=f"{group} (target)")
-        ax.set_title(f"{space} space ({method} of the code means)")
+        ax.set_title(f"{space} space ({method_name} of the code means)")
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, -1].legend(fontsize=8, loc="best")
