@@ -12,5 +12,6 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 
 from neurocvae.lazy import exports  # noqa: E402
 
-__all__ = ["TrainedModel"]
-__getattr__, __dir__ = exports(__name__, {"TrainedModel": "contrastive.trained"})
+__all__ = ["BrainAgeModel", "TrainedModel"]
+__getattr__, __dir__ = exports(__name__, {"BrainAgeModel": "brainage.trained",
+                                          "TrainedModel": "contrastive.trained"})

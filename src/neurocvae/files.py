@@ -1,4 +1,5 @@
-"""Writing files that a kill must never leave half-written, and JSON that is valid JSON."""
+"""Writing files that a kill must never leave half-written, JSON that is valid JSON, and
+reading PyTorch files without running pickled code."""
 
 from __future__ import annotations
 
@@ -35,3 +36,20 @@ def write_json(path: Path, value: Any) -> None:
     """`value` as indented, strictly valid JSON (NaN and inf written as null), atomically."""
     write_text_atomically(Path(path), json.dumps(json_ready(value), indent=1,
                                                  allow_nan=False) + "\n")
+
+
+def read_torch_file(path: Path, missing: str, unreadable: str) -> Any:
+    """The contents of a PyTorch file, loaded on the CPU with `weights_only=True` (no pickled
+    code runs). `InputError`: "<path>: <missing>" when there is no such file, "<path>: not a
+    readable <unreadable> (<why>)" when it cannot be read."""
+    import torch
+
+    from neurocvae.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and safety errors alike
+        raise InputError(f"{path}: not a readable {unreadable} ({error})") from error

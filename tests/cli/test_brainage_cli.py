@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -319,3 +320,22 @@ def test_two_ddp_processes_predict_every_scan_once_as_one_process_does(trained, 
     for name in ("target.csv", "background.csv"):
         assert (sorted(pd.read_csv(tmp_path / "ddp" / name)["subject_id"])
                 == sorted(pd.read_csv(single / name)["subject_id"]))
+
+
+def test_a_trained_run_predicts_new_scans_as_the_command_did(trained, tmp_path):
+    from neurocvae import BrainAgeModel
+
+    written = pd.read_csv(trained / "brainage.csv").head(6)
+    model = BrainAgeModel.load(trained)  # best.ckpt and lbc.json
+    predicted = model.predict(written[["subject_id", "path", "age", "group"]])
+    for column in ("brain_age", "corrected_age", "bag"):
+        assert np.allclose(predicted[column], written[column], atol=1e-3), column
+    alone = tmp_path / "sfcn.ckpt"  # a checkpoint copied alone, without a correction
+    shutil.copy(trained / "checkpoints" / "best.ckpt", alone)
+    bare = BrainAgeModel.load(alone).predict(list(written["path"]))
+    assert "bag" not in bare and np.allclose(bare["brain_age"], written["brain_age"], atol=1e-3)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    exported = model.export(tmp_path / "sfcn.onnx")
+    volumes = np.stack([model.reader.preprocessing(p).numpy() for p in written["path"]])
+    (ages,) = onnxruntime.InferenceSession(str(exported)).run(None, {"volume": volumes})
+    assert np.allclose(ages, predicted["brain_age"], atol=1e-3)

@@ -15,12 +15,14 @@ from hydra import compose, initialize_config_dir
 
 from neurocvae import TrainedModel
 from neurocvae.cli.benchmark import benchmark
+from neurocvae.cli.brainage import brainage
 from neurocvae.cli.encode import encode
 from neurocvae.config import config_dir
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
 from neurocvae.errors import InputError
 from neurocvae.synthetic.renderer import generate_cohort
-from tests.conftest import counts, synth_recipe
+from tests.cli.test_brainage_cli import FAST
+from tests.conftest import compose_config, counts, synth_recipe
 from tests.evaluation.test_evaluate import TINY_TRAIN
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
@@ -123,18 +125,23 @@ def test_a_checkpoint_copied_alone_reads_scans_as_its_run_did(finished, tmp_path
 def test_the_worked_example_of_docs_python_md_runs(finished, tmp_path, monkeypatch):
     page = Path(__file__).resolve().parents[2] / "docs" / "python.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs" / "demo").mkdir(parents=True)
     (tmp_path / "outputs" / "demo" / "train").symlink_to(finished / "runs" / "cvae" / "seed0")
+    brainage(compose_config("brainage", [  # a brain-age run on the same cohort
+        *FAST, f"data.manifest={finished / 'cohort' / 'manifest.csv'}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path / 'outputs/demo/brainage'}"]))
     generate_cohort(synth_recipe("seed=1", *counts(HC=8, MDD=4, diabetes=4, dual=0)),
                     tmp_path / "outputs" / "new", workers=1)  # what the page's command renders
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(page), "exec"), namespace)
     assert len(namespace["codes"]) == 16 and namespace["mean_map"].shape == (24, 24, 24)
+    assert namespace["ages"]["bag"].notna().all()
     assert nib.load("outputs/new/salient_map_0.nii.gz").shape == (40, 48, 40)
     assert Path("outputs/new/encoders.onnx").stat().st_size > 10_000
+    assert Path("outputs/new/sfcn.onnx").stat().st_size > 10_000
 
 
 def test_the_exported_encoders_give_the_same_codes_outside_pytorch(finished, tmp_path):

@@ -31,6 +31,9 @@ class BrainAgeModule(pl.LightningModule):
     the channels-last 3-D layout: the same numbers, 1.3–1.6× faster on a CPU
     (`experiments/bench_sfcn.py`, which also measures a GPU when there is one).
 
+    `net_config` (the `net` config `net` was built from) is saved with the hyperparameters, so
+    that a checkpoint alone rebuilds the network (`neurocvae.brainage.trained`).
+
     `batches_seen` counts training batches and travels in checkpoints, with the epoch's running
     sums of the training loss and error; each training batch's random draws (dropout) are
     seeded by `(seed, rank, batches_seen)`. So a run resumed from a mid-epoch checkpoint draws
@@ -40,7 +43,8 @@ class BrainAgeModule(pl.LightningModule):
     def __init__(self, net: nn.Module, *, optimizer: OptimizerFactory,
                  scheduler: SchedulerFactory | None = None,
                  bins: AgeBins | Mapping[str, float] | None = None,
-                 channels_last: bool = True, seed: int = 0) -> None:
+                 channels_last: bool = True, seed: int = 0,
+                 net_config: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.seed, self.batches_seen = seed, 0
         self.epoch_sums = torch.zeros(2, dtype=torch.float64)  # loss, |error|: batch means
@@ -49,7 +53,7 @@ class BrainAgeModule(pl.LightningModule):
         self.net = net.to(memory_format=self.layout)
         self.bins = bins if isinstance(bins, AgeBins) else AgeBins(**(bins or {}))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.save_hyperparameters({"bins": vars(self.bins)})
+        self.save_hyperparameters({"bins": vars(self.bins), "net": net_config})
         self.val_metrics = _age_metrics("val/")
         self.test_metrics = _age_metrics("test/")
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from neurocvae.errors import InputError
+from neurocvae.files import read_torch_file
 
 BRAIN_AGE_CHANNELS = (32, 64, 128, 256, 256, 64)
 SEX_CHANNELS = (28, 58, 128, 256, 256, 64)
@@ -83,12 +84,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     the missing keys, the unexpected keys and the shape mismatches.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: weight file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and safety errors alike
-        raise InputError(f"{path}: not a readable PyTorch weight file ({error})") from error
+    state = read_torch_file(path, "weight file not found", "PyTorch weight file")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

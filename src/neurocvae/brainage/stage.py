@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from neurocvae.brainage import plots
@@ -84,7 +84,7 @@ def sfcn_module(cfg: DictConfig) -> BrainAgeModule:
     optim = hydra.utils.instantiate(cfg.optim)
     return BrainAgeModule(net, optimizer=optim.optimizer, scheduler=optim.scheduler,
                           bins=AgeBins(**cfg.bins), channels_last=cfg.channels_last,
-                          seed=cfg.seed)
+                          seed=cfg.seed, net_config=OmegaConf.to_container(cfg.net, resolve=True))
 
 
 def predict_every_scan(trainer: pl.Trainer, module: BrainAgeModule,

@@ -29,7 +29,7 @@ def encode(cfg: DictConfig) -> pd.DataFrame | None:
         raise InputError("scans=… needs out_dir=<folder> for latents.csv and the maps")
     model = TrainedModel.load(cfg.run, checkpoint=cfg.checkpoint, device=cfg.device,
                               batch_size=int(cfg.batch_size))
-    model.show_progress = True
+    model.reader.show_progress = True
     if cfg.export is not None:
         log.info("encoders exported to %s", model.export(cfg.export))
     if cfg.scans is None:

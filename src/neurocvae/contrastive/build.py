@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.errors import InputError
+from neurocvae.files import read_torch_file
 
 # The parts of a neurocvae-train configuration that define the model (stored in checkpoints).
 MODEL_KEYS = ("arch", "shared_dim", "salient_dim", "discriminator", "beta", "gamma", "optimizer",
@@ -49,16 +50,11 @@ def run_checkpoint(run_dir: Path, which: str) -> Path:
     return path
 
 
-def read_checkpoint(checkpoint: str | Path, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """The contents of a `neurocvae-train` checkpoint (weights only, no pickled code)."""
+def read_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
+    """The contents of a `neurocvae-train` checkpoint (weights only, no pickled code, on the
+    CPU)."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # pickle, zip and safety errors alike
-        raise InputError(f"{path}: not a readable checkpoint ({error})") from error
+    state = read_torch_file(path, "no such checkpoint", "checkpoint")
     config = state.get("hyper_parameters", {}).get("config") if isinstance(state, dict) else None
     if not config:
         raise InputError(f"{path}: not a neurocvae-train checkpoint (no stored configuration)")
@@ -77,4 +73,4 @@ def module_from(state: dict[str, Any]) -> ContrastiveModule:
 def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
                 ) -> ContrastiveModule:
     """The trained model of a `neurocvae-train` checkpoint, in eval mode."""
-    return module_from(read_checkpoint(checkpoint, map_location))
+    return module_from(read_checkpoint(checkpoint)).to(map_location)

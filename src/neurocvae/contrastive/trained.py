@@ -10,9 +10,10 @@ resampled back to each scan's own grid and affine.
     codes = model.encode("replication/manifest.csv")      # table columns + shared_…, salient_…
     maps = model.salient_maps(codes.path[:3], native=True)  # nibabel images, one per scan
 
-Inputs (`scans`): a cohort table (CSV path or DataFrame with a `path` column; other columns are
-kept), a folder of NIfTI files, or a list of NIfTI paths. Volumes are float32 [X, Y, Z] in the
-model's input intensity units (after scaling); maps are D([z, s]) − D([z, 0]) in those units.
+Inputs (`scans`, `neurocvae.data.scans`): a cohort table (CSV path or DataFrame with a `path`
+column; other columns are kept), a folder of NIfTI files, or a list of NIfTI paths. Volumes
+are float32 [X, Y, Z] in the model's input intensity units (after scaling); maps are
+D([z, s]) − D([z, 0]) in those units.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -31,66 +31,31 @@ import pandas as pd
 import torch
 
 from neurocvae.contrastive.build import module_from, read_checkpoint, run_checkpoint
-from neurocvae.contrastive.export import export_onnx
+from neurocvae.contrastive.export import OUTPUTS, CodeMeans
 from neurocvae.contrastive.latents import encode_batches
 from neurocvae.contrastive.module import ContrastiveModule
-from neurocvae.data.cohort import read_manifest
-from neurocvae.data.datasets import model_inputs
-from neurocvae.data.volumes import MinMax, Preprocessing, preprocess
+from neurocvae.data.export import export_onnx
+from neurocvae.data.scans import ScanReader, Scans, scans_table
+from neurocvae.data.volumes import Preprocessing
 from neurocvae.errors import InputError
 from neurocvae.files import write_text_atomically
-from neurocvae.progress import progress
 
 log = logging.getLogger(__name__)
-Scans = str | Path | pd.DataFrame | Sequence[str | Path]
 KINDS = ("reconstruction", "counterfactual", "salient_map")
-
-
-def scans_table(scans: Scans) -> pd.DataFrame:
-    """`scans` as a cohort table with absolute paths: a CSV table or a folder (read and checked
-    like any cohort table, ages and groups optional), a DataFrame with a `path` column, or a
-    list of paths (subject ids: the file names without their suffix)."""
-    if isinstance(scans, str | Path):
-        return read_manifest(scans, labelled=False)
-    if isinstance(scans, pd.DataFrame):
-        if "path" not in scans.columns:
-            raise InputError(f"a table of scans needs a 'path' column (found "
-                             f"{', '.join(map(str, scans.columns))})")
-        table = scans.reset_index(drop=True).copy()
-    else:
-        paths = [Path(p) for p in scans]
-        if not paths:
-            raise InputError("no scans given")
-        table = pd.DataFrame({"path": [str(p) for p in paths]})
-    table["path"] = [str(Path(p).resolve()) for p in table["path"]]
-    missing = [p for p in table["path"] if not Path(p).is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} scan(s) not found: {', '.join(missing[:5])}")
-    if "subject_id" not in table.columns:
-        table.insert(0, "subject_id", [Path(p).name.removesuffix(".gz").removesuffix(".nii")
-                                       for p in table["path"]])
-    return table
 
 
 @dataclass
 class TrainedModel:
     """A `neurocvae-train` model with what it needs to read scans it has never seen.
 
-    module: the trained `ContrastiveModule` (eval mode); preprocessing and minmax: how the run
-    read its volumes; affine: [4, 4] voxel-to-mm (RAS) affine of the model's input grid;
-    checkpoint: where it was loaded from.
+    module: the trained `ContrastiveModule` (eval mode); reader: how its run read volumes
+    (`ScanReader`: preprocessing, intensity scaling, input grid); checkpoint: where it was
+    loaded from.
     """
 
     module: ContrastiveModule
-    preprocessing: Preprocessing
-    minmax: MinMax | None
-    affine: np.ndarray
+    reader: ScanReader
     checkpoint: Path
-    batch_size: int = 8
-    show_progress: bool = False  # a progress bar over the batches of each call
-
-    def __post_init__(self) -> None:
-        self.transform = self.preprocessing.transform()
 
     @classmethod
     def load(cls, source: str | Path, *, checkpoint: str = "best",
@@ -99,48 +64,25 @@ class TrainedModel:
         source = Path(source)
         path = run_checkpoint(source, checkpoint) if source.is_dir() else source
         state = read_checkpoint(path)
-        data = state.get("ContrastiveDataModule") or {}
-        if not data.get("preprocessing") or not data.get("affine"):
-            raise InputError(f"{path}: the checkpoint does not carry its preprocessing and grid "
-                             "(written by an older neurocvae); evaluate it with neurocvae-eval, "
-                             "or train it again")
         module = module_from(state).to(device)
-        return cls(module=module,
-                   preprocessing=Preprocessing.from_dict(data["preprocessing"]),
-                   minmax=MinMax(**data["minmax"]) if data.get("minmax") else None,
-                   affine=np.asarray(data["affine"], dtype=float), checkpoint=path,
-                   batch_size=batch_size)
+        reader = ScanReader.from_state(state.get("ContrastiveDataModule"),
+                                       module.nets.input_shape, path, batch_size=batch_size)
+        return cls(module=module, reader=reader, checkpoint=path)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The run's preprocessing: `model.preprocessing(path)` is a volume [1, X, Y, Z]."""
+        return self.reader.preprocessing
+
+    @property
+    def affine(self) -> np.ndarray:
+        """[4, 4] voxel-to-mm (RAS) affine of the model's input grid."""
+        return self.reader.affine
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """[X, Y, Z] of the model's inputs."""
-        return tuple(self.module.nets.input_shape)
-
-    # --- reading scans ------------------------------------------------------------------------
-
-    def read(self, path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-        """One scan as a model input float32 [1, X, Y, Z] (preprocessed, rounded to float16 as
-        the cache stores it, scaled) and the [4, 4] affine of its preprocessed grid."""
-        volume = preprocess(self.transform, path)
-        affine, image = np.asarray(volume.affine, dtype=float), volume.as_tensor()
-        if tuple(image.shape[1:]) != self.shape:
-            raise InputError(f"{path}: preprocessed to {tuple(image.shape[1:])} voxels, but the "
-                             f"model takes {self.shape}")
-        image = model_inputs({"image": image.half()[None]}, self.minmax)["image"][0]
-        return image, affine
-
-    def batches(self, table: pd.DataFrame, description: str = "reading scans"
-                ) -> Iterator[dict[str, Any]]:
-        """Batches of `batch_size` model inputs: `image` [B, 1, X, Y, Z], `subject_id`,
-        `path`, `affine` (one [4, 4] per scan)."""
-        with progress(description, len(table), shown=self.show_progress) as advance:
-            for start in range(0, len(table), self.batch_size):
-                rows = table.iloc[start:start + self.batch_size]
-                read = [self.read(p) for p in rows["path"]]
-                yield {"image": torch.stack([image for image, _ in read]),
-                       "subject_id": rows["subject_id"].tolist(), "path": rows["path"].tolist(),
-                       "affine": [affine for _, affine in read]}
-                advance(len(rows))
+        return self.reader.shape
 
     # --- codes and images ---------------------------------------------------------------------
 
@@ -148,7 +90,7 @@ class TrainedModel:
         """One row per scan: the table's columns, then the means of the shared (`shared_0…`)
         and salient (`salient_0…`) codes."""
         table = scans_table(scans)
-        _, codes = encode_batches(self.module, self.batches(table, "encoding"))
+        _, codes = encode_batches(self.module, self.reader.batches(table, "encoding"))
         return pd.concat([table, codes], axis=1)
 
     @torch.no_grad()
@@ -162,7 +104,7 @@ class TrainedModel:
             raise InputError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
         table = scans_table(scans)
         rows = table.iterrows()
-        for batch in self.batches(table, f"decoding ({kind})"):
+        for batch in self.reader.batches(table, f"decoding ({kind})"):
             decoded = self._decode(batch["image"], kind)
             for volume, affine in zip(decoded, batch["affine"], strict=True):
                 _, row = next(rows)
@@ -194,9 +136,9 @@ class TrainedModel:
         return [image for _, image in self.volumes(scans, "salient_map", native=native)]
 
     def export(self, path: str | Path) -> Path:
-        """The encoders as ONNX at `path`: preprocessed volumes (`Preprocessing`) in, code
-        means out (`neurocvae.contrastive.export`)."""
-        return export_onnx(self.module, self.minmax, path)
+        """The encoders as ONNX at `path`: preprocessed volumes (`model.preprocessing(path)`,
+        [B, 1, X, Y, Z]) in, code means `shared` and `salient` out (`neurocvae.data.export`)."""
+        return export_onnx(CodeMeans(self.module, self.reader.minmax), self.shape, OUTPUTS, path)
 
 
 def to_native(image: nib.Nifti1Image, path: str | Path) -> nib.Nifti1Image:
