@@ -109,7 +109,8 @@ def wandb_logger(settings: Mapping[str, Any], out_dir: Path, *, name: str,
     return WandbLogger(project=settings["project"], entity=settings.get("entity"),
                        group=settings.get("group") or group, tags=list(settings.get("tags") or []),
                        name=name, id=run_id, save_dir=str(out_dir), mode=settings["mode"],
-                       config=dict(config or {}), log_model=False)
+                       config=dict(config or {}),
+                       log_model=bool(settings.get("log_checkpoints", False)))
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from neurocvae.cli.train import train
 from tests.cli.conftest import offline_runs, overrides, wandb_records
@@ -94,3 +95,28 @@ def test_the_former_wandb_setting_names_still_work(sets):
     old = compose_config("train", overrides(sets, None, "logger=wandb", "logger.mode=disabled",
                                             "logger.tags=[a]"))
     assert old.logger.wandb.mode == "disabled" and list(old.logger.wandb.tags) == ["a"]
+
+
+def test_checkpoints_and_the_evaluation_go_to_the_same_wandb_run(sets, tmp_path):
+    from neurocvae.evaluation.evaluate import evaluate_run
+
+    cfg = compose_config("train", overrides(sets, tmp_path, "logger=wandb",
+                                            "logger.wandb.log_checkpoints=true"))
+    train(cfg)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # what the command keeps
+    (training,) = offline_runs(tmp_path)
+    artifacts = [r.artifact for r in wandb_records(next(training.glob("run-*.wandb")))
+                 if r.WhichOneof("record_type") == "artifact"]
+    assert artifacts and {a.type for a in artifacts} == {"model"}
+
+    evaluate_run(tmp_path, split="val", examples=1)
+    evaluation = next(r for r in offline_runs(tmp_path) if r != training)
+    assert evaluation.name.endswith((tmp_path / "wandb_id").read_text().strip())
+    records = wandb_records(next(evaluation.glob("run-*.wandb")))
+    summary = {item.key or "/".join(item.nested_key) for r in records
+               if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
+    assert {"eval/active_s", "eval/auroc_z", "eval/ve", "eval/split"} <= summary
+    media = {p.name.split("_")[0] for p in evaluation.rglob("*.png")}
+    assert "embedding" in media and "curves" in media
+    assert not list(evaluation.rglob("examples_*.png"))  # a subject's scans: only when asked

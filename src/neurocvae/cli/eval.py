@@ -25,7 +25,7 @@ def evaluate(cfg: DictConfig) -> Any:
         raise InputError(f"run={run}: no such folder")
     options = {"checkpoint": cfg.checkpoint, "split": cfg.split,
                "baselines": tuple(cfg.baselines), "examples": cfg.examples,
-               "embedding": cfg.embedding}
+               "embedding": cfg.embedding, "wandb": cfg.wandb}
     if is_run(run) or not sweep_runs(run):
         metrics = evaluate_run(run, cfg.out_dir, **options)
         log.info("report: %s (and report.html)", Path(cfg.out_dir or run / "eval") / "report.md")

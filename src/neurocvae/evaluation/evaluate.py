@@ -28,6 +28,7 @@ from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.html import write_comparison_html, write_html_report
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
+from neurocvae.evaluation.wandb_log import log_evaluation
 from neurocvae.files import write_json, write_text_atomically
 from neurocvae.synthetic.layout import CohortFolder
 
@@ -111,10 +112,12 @@ def save_salient_maps(maps: dict[str, np.ndarray], affine: np.ndarray, out_dir: 
 def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
                  checkpoint: str = "best", split: str = "auto",
                  baselines: tuple[str, ...] = (), examples: int = 3,
-                 figures: bool = True, embedding: str = "pca") -> dict[str, Any]:
+                 figures: bool = True, embedding: str = "pca",
+                 wandb: bool = True) -> dict[str, Any]:
     """Evaluate one run folder; returns what `metrics.json` holds. `figures=False` skips the
     pictures and `report.html` (metrics, latents, NIfTI maps and `report.md` are still
-    written); `embedding` (pca, umap) draws the codes in 2-D."""
+    written); `embedding` (pca, umap) draws the codes in 2-D; with `wandb`, a run that logged
+    to W&B gets the evaluation too (`wandb_log`)."""
     run_dir = Path(run_dir)
     check_baselines(baselines)  # before any work
     plots.check_embedding(embedding)
@@ -171,6 +174,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     write_report(out_dir, metrics, {k: v for k, v in pictures.items() if v})
     if figures:
         write_html_report(out_dir, test, metrics, embedding=embedding)
+    if wandb:
+        log_evaluation(cfg, run_dir, out_dir, metrics, {k: v for k, v in pictures.items() if v})
     return metrics
 
 
