@@ -47,7 +47,7 @@ demo: install
 	@echo "Cohort report: $(DEMO_DIR)/cohort/report/report.md"
 	@echo "Brain age: $(DEMO_DIR)/brainage (metrics.json, plots, target.csv, background.csv)"
 	@echo "Contrastive model: $(DEMO_DIR)/train (checkpoints/, logs/metrics.csv, separation.json)"
-	@echo "Evaluation report: $(DEMO_DIR)/train/eval/report.md"
+	@echo "Evaluation report: $(DEMO_DIR)/train/eval/report.md (in a browser: report.html)"
 
 test: install
 	$(BIN)/python -m pytest
