@@ -271,3 +271,28 @@ def test_registered_space_leaves_only_a_small_residual_head_scale():
     by_sex = registered.groupby("sex")["head_scale"].mean()
     assert abs(by_sex["M"] - by_sex["F"]) < 0.002  # no sex difference left
     pd.testing.assert_series_equal(native["u_head"], registered["u_head"])
+
+
+def test_each_subject_gets_its_own_intensity_texture_which_its_twin_shares():
+    from neurocvae.synthetic.renderer import Renderer
+    from neurocvae.synthetic.warp import intensity_texture
+
+    field = intensity_texture((40, 48, 40), np.random.default_rng(0), 1.5)
+    assert field.std() == pytest.approx(1.0, rel=1e-4)
+    neighbours = np.corrcoef(field[:-1].ravel(), field[1:].ravel())[0, 1]
+    assert neighbours > 0.7  # smooth over 4 mm, not voxel noise
+
+    sizes = counts(HC=6, MDD=2, diabetes=0, dual=0)
+    textured, plain = synth_recipe(*sizes, "anatomy.texture=0.05"), synth_recipe(*sizes)
+    plan = plan_cohort(textured)
+    assert plan["texture_seed"].is_unique and "texture_seed" not in plan_cohort(plain)
+    pd.testing.assert_frame_equal(plan.drop(columns="texture_seed"), plan_cohort(plain))
+    control = plan[plan["group"] == "HC"].iloc[0]
+    ratio = Renderer(textured).render(control) / np.maximum(Renderer(plain).render(control), 1e-6)
+    inside = Renderer(plain).render(control) > 0.2
+    assert 0.03 < ratio[inside].std() < 0.07  # the texture's relative SD, within the brain
+    patient = plan[plan["group"] == "MDD"].iloc[0]
+    renderer = Renderer(textured)
+    difference = renderer.render(patient) - renderer.render(patient, diseased=False)
+    far = np.linalg.norm(renderer.points - np.asarray(textured.patterns["A"].centre_mm), axis=-1)
+    assert np.abs(difference[far > 60]).max() == 0  # the disease is the only difference

@@ -18,9 +18,11 @@ def test_native_head_size_carries_most_of_the_variance_and_registration_removes_
     native = shares("head_size.space=native", "anatomy.rms_mm=0")
     assert set(native) == set(FACTORS)
     assert native["head size"] > 0.5 and native["individual anatomy"] == 0
-    registered = shares("head_size.space=registered", "anatomy.rms_mm=2")
+    assert native["intensity texture"] == 0
+    registered = shares("head_size.space=registered", "anatomy.rms_mm=2", "anatomy.texture=0.05")
     assert registered["head size"] < 0.1 < registered["individual anatomy"]
     assert registered["site"] > 0.1 and 0 < registered["ageing"] < 0.5
+    assert 0.01 < registered["intensity texture"] < 0.5
 
 
 def test_a_factor_that_is_not_planted_has_no_share():

@@ -19,6 +19,7 @@ from neurocvae.synthetic.template import Template
 Point = tuple[float, float, float]
 HEAD_SPACES = ("native", "registered")
 MAX_ANATOMY_MM = 5.0  # RMS of a subject's own smooth displacement
+MAX_TEXTURE = 0.2  # relative SD of a subject's own intensity texture
 MAX_JITTER_MM = 10.0  # SD of a pattern's per-subject displacement, per axis
 FOLD_FREE = 0.5  # |a| of a radial bump warp stays below this (fold-free up to a = 2.24; §8.3)
 MAX_Z = 3.0  # standard-normal factors are clipped to ±MAX_Z
@@ -33,7 +34,7 @@ SECTIONS = {  # the keys of each nested section of synth.yaml that `Recipe.from_
     "head_size": {"sd", "sex_difference", "centre_mm", "space", "residual_sd"},
     "shared_warp": {"centre_mm", "sigma_mm", "amplitude"},
     "severity": {"min", "max"},
-    "anatomy": {"rms_mm"},
+    "anatomy": {"rms_mm", "texture", "texture_mm"},
     "disease_strength": {"f", "tolerance", "pilot_patients"},  # read by synthetic.strength
 }
 
@@ -197,6 +198,8 @@ class Recipe:
     severity_range: tuple[float, float]
     twins: bool
     anatomy_rms_mm: float = 0.0  # each subject's own smooth shape (RMS displacement, mm)
+    texture: float = 0.0  # each subject's own intensity texture: relative SD within the brain
+    texture_mm: float = 6.0  # its smoothness: Gaussian σ (mm) of the filtered white noise
     head_size_space: str = "native"  # registered: an affine registration removed global scale
     head_size_residual_sd: float = 0.005  # registered: the scale it leaves, 1 + residual_sd·u
     controls: str = HEALTHY  # the group without a pattern
@@ -239,6 +242,7 @@ class Recipe:
         try:
             grid = cfg["grid"]
             ageing, head, warp = cfg["ageing"], cfg["head_size"], cfg["shared_warp"]
+            anatomy = cfg.get("anatomy") or {}
             acceleration = cfg["age_acceleration"]
             enabled = bool(acceleration["enabled"])
             ages = Ages.from_dict("age", cfg["age"])
@@ -271,7 +275,9 @@ class Recipe:
                 shared_warp_amplitude=float(warp["amplitude"]),
                 severity_range=(float(cfg["severity"]["min"]), float(cfg["severity"]["max"])),
                 twins=bool(cfg["twins"]),
-                anatomy_rms_mm=float((cfg.get("anatomy") or {}).get("rms_mm", 0.0)),
+                anatomy_rms_mm=float(anatomy.get("rms_mm", 0.0)),
+                texture=float(anatomy.get("texture", 0.0)),
+                texture_mm=float(anatomy.get("texture_mm", 6.0)),
                 head_size_space=str(head.get("space", "native")),
                 head_size_residual_sd=float(head.get("residual_sd", 0.005)),
             )
@@ -374,6 +380,11 @@ class Recipe:
         if not 0 <= self.anatomy_rms_mm <= MAX_ANATOMY_MM:
             problems.append(f"anatomy.rms_mm: {self.anatomy_rms_mm}; expected within "
                             f"[0, {MAX_ANATOMY_MM}] mm (a smooth, fold-free deformation)")
+        if not 0 <= self.texture <= MAX_TEXTURE:
+            problems.append(f"anatomy.texture: {self.texture}; expected within "
+                            f"[0, {MAX_TEXTURE}] (a relative SD of the intensity)")
+        if not self.texture_mm > 0:
+            problems.append(f"anatomy.texture_mm: {self.texture_mm}; expected > 0 mm")
         if abs(self.shared_warp_amplitude) * MAX_Z > FOLD_FREE:
             problems.append(f"shared_warp.amplitude: {self.shared_warp_amplitude}; expected "
                             f"|amplitude| ≤ {FOLD_FREE / MAX_Z} (fold-free at {MAX_Z} SD)")

@@ -31,12 +31,14 @@ from neurocvae.synthetic.warp import (
     anatomy_displacement,
     bump_displacement,
     bump_weight,
+    intensity_texture,
     scale_displacement,
 )
 
 INT16_SLOPE = 1 / 30000  # volumes are in [0, 1]: stored as int16 with a fixed scale factor
 JITTER_STREAM = 1  # the random stream of the patterns' per-subject offsets
 ANATOMY_STREAM = 2  # the random stream of the subjects' own anatomy
+TEXTURE_STREAM = 3  # … and of their own intensity texture
 MARGIN_MM = 20.0  # how far a warp may move a point: pattern boxes are widened by this
 
 
@@ -79,7 +81,8 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     age in units), ventricle_scale, head_scale, path, twin_id, twin_path (empty for controls,
     or without twins), and for a pattern with `jitter_mm` > 0 its per-subject centre offset
     `shift_<pattern>_{x,y,z}_mm`; with `anatomy_rms_mm` > 0, the seed of each subject's own
-    smooth deformation (`anatomy_seed`).
+    smooth deformation (`anatomy_seed`); with `texture` > 0, that of its own intensity texture
+    (`texture_seed`).
     """
     rng = np.random.default_rng(recipe.seed)
     sites = [s.name for s in recipe.sites]
@@ -125,6 +128,9 @@ def plan_cohort(recipe: Recipe) -> pd.DataFrame:
     if recipe.anatomy_rms_mm > 0:  # a stream apart: the other draws stay as without it
         anatomy = np.random.default_rng([recipe.seed, ANATOMY_STREAM])
         table["anatomy_seed"] = anatomy.integers(0, 2**31 - 1, len(table))
+    if recipe.texture > 0:
+        texture = np.random.default_rng([recipe.seed, TEXTURE_STREAM])
+        table["texture_seed"] = texture.integers(0, 2**31 - 1, len(table))
     jitter = np.random.default_rng([recipe.seed, JITTER_STREAM])  # apart: the rest unchanged
     for name, pattern in recipe.patterns.items():
         if pattern.jitter_mm > 0:
@@ -205,6 +211,10 @@ class Renderer:
                 loss = (np.float32(pattern.intensity * severities[name]) * weight
                         * tissue["gm"][box])
                 x[box] *= 1 - loss
+        if r.texture > 0:  # the same in a patient and its twin
+            x *= 1 + np.float32(r.texture) * intensity_texture(
+                self.grid.shape, np.random.default_rng(int(subject["texture_seed"])),
+                r.texture_mm / self.grid.voxel_size)
         brain = tissue["t1"] > BRAIN_THRESHOLD
         x = np.clip(x, 0, None) * brain
 

@@ -43,10 +43,15 @@ def _own_anatomy_off(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, anatomy_rms_mm=0.0)
 
 
+def _own_texture_off(recipe: Recipe) -> Recipe:
+    return dataclasses.replace(recipe, texture=0.0)
+
+
 # factor → (the change of recipe it is rendered with, None: none; the subject's values held fixed)
 FACTORS: dict[str, tuple[Callable[[Recipe], Recipe] | None, dict[str, float]]] = {
     "head size": (None, {"head_scale": 1.0}),
     "individual anatomy": (_own_anatomy_off, {}),
+    "intensity texture": (_own_texture_off, {}),
     "ageing": (None, {"t": 0.0, "ventricle_scale": 1.0}),
     "shared warp": (None, {"u_warp": 0.0}),
     "site": (_ideal_scanners, {}),

@@ -71,3 +71,15 @@ def anatomy_displacement(shape: tuple[int, int, int], rng: np.random.Generator,
         field[..., component] = np.einsum("ijk,ix,jy,kz->xyz", weights, *bases)
     rms = np.sqrt(np.mean(np.sum(field**2, axis=-1)))
     return field * np.float32(rms_mm / rms)
+
+
+def intensity_texture(shape: tuple[int, int, int], rng: np.random.Generator, sigma_voxels: float
+                      ) -> np.ndarray:
+    """A subject's own intensity texture: white noise smoothed by a Gaussian of `sigma_voxels`,
+    scaled to unit SD over the grid, float32 [X, Y, Z] (the image is multiplied by
+    1 + texture·field)."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_voxels,
+                            mode="wrap")
+    return (field / field.std()).astype(np.float32)
