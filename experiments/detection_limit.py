@@ -75,12 +75,16 @@ def main() -> None:
         ax.set(xscale="log", xlabel="disease strength f (%)", ylabel=metric)
         ax.legend()
     save_figure(figure, args.out.with_suffix(".png"))
+    def cell(value: float, digits: int = 3) -> str:
+        return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
     lines = [f"| {r.cohort} | {r.f:.2%} | {r.method} | {'' if pd.isna(r.seed) else int(r.seed)}"
-             f" | {r.ari_s:.3f} | {r.tau_s_severity:.3f} | {r.active_s:.0f} |"
+             f" | {cell(r.ari_s)} | {cell(r.tau_s_severity)} | {cell(r.active_s, 0)}"
+             f" | {cell(r.r2_head_s)} | {cell(r.auroc_z)} | {cell(r.gain)} |"
              for r in table.itertuples()]
     args.out.with_suffix(".md").write_text("\n".join(
-        ["| cohort | f | method | seed | ARI_s | τ_s,severity | active_s |",
-         "|---|---|---|---|---|---|---|", *lines]) + "\n")
+        ["| cohort | f | method | seed | ARI_s | τ_s,severity | active_s | R²_s,head | AUROC_z "
+         "| gain |", "|---|---|---|---|---|---|---|---|---|---|", *lines]) + "\n")
     print(summary.round(3).to_string())
 
 
