@@ -210,3 +210,20 @@ def test_active_salient_dimensions_are_counted_over_targets_only():
     noise = np.random.default_rng(3).normal(size=len(train))
     train["salient_2"] = np.where(train["role"] == "background", noise, 0.0)
     assert score_latents(train, train)["salient"]["active"] == 2
+
+
+def test_the_embedding_is_chosen_explicitly_and_umap_without_its_package_is_refused(
+        monkeypatch):
+    import sys
+
+    from neurocvae.errors import InputError
+    from neurocvae.evaluation.plots import projection
+
+    codes = np.random.default_rng(0).normal(size=(30, 5))
+    xy, name = projection(codes, "pca")
+    assert xy.shape == (30, 2) and name == "PCA"
+    with pytest.raises(InputError, match="embedding='tsne'"):
+        projection(codes, "tsne")
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(InputError, match=r"neurocvae\[umap\]"):
+        projection(codes, "umap")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +30,12 @@ def check_embedding(method: str) -> None:
     """Refuse an unknown 2-D embedding, or UMAP without umap-learn, before any work."""
     if method not in EMBEDDINGS:
         raise InputError(f"embedding={method!r}: expected one of {', '.join(EMBEDDINGS)}")
-    if method == "umap" and importlib.util.find_spec("umap") is None:
-        raise InputError("embedding=umap needs umap-learn: pip install 'neurocvae[umap]' "
-                         "(or embedding=pca)")
+    if method == "umap":
+        try:
+            import umap  # noqa: F401
+        except ImportError:
+            raise InputError("embedding=umap needs umap-learn: pip install 'neurocvae[umap]' "
+                             "(or embedding=pca)") from None
 
 
 def projection(codes: np.ndarray, method: str = "pca") -> tuple[np.ndarray, str]:
