@@ -1,5 +1,5 @@
 """Writing files that a kill must never leave half-written, JSON that is valid JSON, and
-reading PyTorch files without running pickled code."""
+reading PyTorch files (a run's checkpoints) without running pickled code."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+from neurocvae.errors import InputError
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -38,13 +40,19 @@ def write_json(path: Path, value: Any) -> None:
                                                  allow_nan=False) + "\n")
 
 
+def run_checkpoint(run_dir: Path, which: str) -> Path:
+    """`best`, `last` or a path → the checkpoint file of a run folder (`checkpoints/`)."""
+    path = run_dir / "checkpoints" / f"{which}.ckpt" if which in ("best", "last") else Path(which)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint (checkpoint=best, last or a path)")
+    return path
+
+
 def read_torch_file(path: Path, missing: str, unreadable: str) -> Any:
     """The contents of a PyTorch file, loaded on the CPU with `weights_only=True` (no pickled
     code runs). `InputError`: "<path>: <missing>" when there is no such file, "<path>: not a
     readable <unreadable> (<why>)" when it cannot be read."""
     import torch
-
-    from neurocvae.errors import InputError
 
     path = Path(path)
     if not path.is_file():

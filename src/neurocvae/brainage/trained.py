@@ -29,7 +29,7 @@ from neurocvae.brainage.module import BrainAgeModule
 from neurocvae.data.export import ModelInputs, export_onnx
 from neurocvae.data.scans import ScanReader, Scans, scans_table
 from neurocvae.errors import InputError
-from neurocvae.files import read_torch_file
+from neurocvae.files import read_torch_file, run_checkpoint
 
 
 def read_sfcn_checkpoint(path: Path) -> dict[str, Any]:
@@ -73,8 +73,7 @@ class BrainAgeModel:
         none)."""
         source = Path(source)
         if source.is_dir():
-            path = (source / "checkpoints" / f"{checkpoint}.ckpt"
-                    if checkpoint in ("best", "last") else Path(checkpoint))
+            path = run_checkpoint(source, checkpoint)
             if correction is None and (source / "lbc.json").is_file():
                 correction = source / "lbc.json"
         else:
@@ -85,9 +84,8 @@ class BrainAgeModel:
                                 bins=AgeBins(**hparams["bins"]))
         module.load_state_dict(state["state_dict"])
         module = module.eval().to(device)
-        data = state.get("BrainAgeDataModule") or {}
-        shape = (data.get("preprocessing") or {}).get("shape") or []
-        reader = ScanReader.from_state(data, shape, path, batch_size=batch_size)
+        reader = ScanReader.from_state(state.get("BrainAgeDataModule"), path,
+                                       batch_size=batch_size)
         return cls(module=module, reader=reader, checkpoint=path,
                    correction=BiasCorrection.load(correction) if correction else None)
 

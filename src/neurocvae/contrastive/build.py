@@ -42,14 +42,6 @@ def build_module(cfg: DictConfig | dict[str, Any], input_shape: Sequence[int]
         **OmegaConf.to_container(cfg.model, resolve=True))
 
 
-def run_checkpoint(run_dir: Path, which: str) -> Path:
-    """`best`, `last` or a path → the checkpoint file of a run folder."""
-    path = run_dir / "checkpoints" / f"{which}.ckpt" if which in ("best", "last") else Path(which)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint (checkpoint=best, last or a path)")
-    return path
-
-
 def read_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
     """The contents of a `neurocvae-train` checkpoint (weights only, no pickled code, on the
     CPU)."""

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurocvae.contrastive.build import module_from, read_checkpoint, run_checkpoint
+from neurocvae.contrastive.build import module_from, read_checkpoint
 from neurocvae.contrastive.export import OUTPUTS, CodeMeans
 from neurocvae.contrastive.latents import encode_batches
 from neurocvae.contrastive.module import ContrastiveModule
@@ -38,7 +38,7 @@ from neurocvae.data.export import export_onnx
 from neurocvae.data.scans import ScanReader, Scans, scans_table
 from neurocvae.data.volumes import Preprocessing
 from neurocvae.errors import InputError
-from neurocvae.files import write_text_atomically
+from neurocvae.files import run_checkpoint, write_text_atomically
 
 log = logging.getLogger(__name__)
 KINDS = ("reconstruction", "counterfactual", "salient_map")
@@ -65,8 +65,8 @@ class TrainedModel:
         path = run_checkpoint(source, checkpoint) if source.is_dir() else source
         state = read_checkpoint(path)
         module = module_from(state).to(device)
-        reader = ScanReader.from_state(state.get("ContrastiveDataModule"),
-                                       module.nets.input_shape, path, batch_size=batch_size)
+        reader = ScanReader.from_state(state.get("ContrastiveDataModule"), path,
+                                       shape=module.nets.input_shape, batch_size=batch_size)
         return cls(module=module, reader=reader, checkpoint=path)
 
     @property

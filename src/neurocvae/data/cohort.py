@@ -146,13 +146,18 @@ def _row_problems(frame: pd.DataFrame, ages: pd.Series, *, check_files: bool,
 SCAN_SUFFIXES = (".nii", ".nii.gz")
 
 
+def scan_id(path: str | Path) -> str:
+    """A scan's subject id from its file path: the path without `.nii` or `.nii.gz`."""
+    return str(path).removesuffix(".gz").removesuffix(".nii")
+
+
 def scan_table(folder: Path) -> pd.DataFrame:
     """A folder of scans as a table of strings: one row per NIfTI file under it, in path order,
     `subject_id` being the file's path inside the folder without its suffix."""
     scans = sorted(p for p in folder.rglob("*") if p.name.endswith(SCAN_SUFFIXES))
     if not scans:
         raise InputError(f"{folder}: no NIfTI file (*.nii, *.nii.gz) in this folder")
-    ids = [str(p.relative_to(folder)).removesuffix(".gz").removesuffix(".nii") for p in scans]
+    ids = [scan_id(p.relative_to(folder)) for p in scans]
     return pd.DataFrame({"subject_id": ids, "path": [str(p.resolve()) for p in scans]})
 
 

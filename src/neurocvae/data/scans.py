@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurocvae.data.cohort import read_manifest
+from neurocvae.data.cohort import read_manifest, scan_id
 from neurocvae.data.datasets import model_inputs
 from neurocvae.data.volumes import MinMax, Preprocessing, preprocess
 from neurocvae.errors import InputError
@@ -47,8 +47,7 @@ def scans_table(scans: Scans) -> pd.DataFrame:
     if missing:
         raise InputError(f"{len(missing)} scan(s) not found: {', '.join(missing[:5])}")
     if "subject_id" not in table.columns:
-        table.insert(0, "subject_id", [Path(p).name.removesuffix(".gz").removesuffix(".nii")
-                                       for p in table["path"]])
+        table.insert(0, "subject_id", [scan_id(Path(p).name) for p in table["path"]])
     return table
 
 
@@ -69,13 +68,16 @@ class ScanReader:
         self.transform = self.preprocessing.transform()
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any] | None, shape: Sequence[int] | None,
-                   source: Path, **options: Any) -> ScanReader:
-        """The reader of a checkpoint whose DataModule state is `state` (from `source`)."""
+    def from_state(cls, state: Mapping[str, Any] | None, source: Path, *,
+                   shape: Sequence[int] | None = None, **options: Any) -> ScanReader:
+        """The reader of a checkpoint whose DataModule state is `state` (from `source`); the
+        model takes `shape`, by default the preprocessing's crop."""
         if not state or not state.get("preprocessing") or not state.get("affine"):
             raise InputError(f"{source}: the checkpoint does not carry its preprocessing and "
                              "grid (written by an older neurocvae); train it again")
-        return cls(preprocessing=Preprocessing.from_dict(state["preprocessing"]),
+        preprocessing = Preprocessing.from_dict(state["preprocessing"])
+        shape = shape or preprocessing.shape
+        return cls(preprocessing=preprocessing,
                    minmax=MinMax(**state["minmax"]) if state.get("minmax") else None,
                    affine=np.asarray(state["affine"], dtype=float),
                    shape=tuple(int(n) for n in shape) if shape else None, **options)

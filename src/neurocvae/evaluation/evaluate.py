@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from neurocvae.contrastive.build import load_module, run_checkpoint
+from neurocvae.contrastive.build import load_module
 from neurocvae.contrastive.latents import encode_roles
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
@@ -29,7 +29,7 @@ from neurocvae.evaluation.html import write_comparison_html, write_html_report
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
 from neurocvae.evaluation.scores import score_latents
 from neurocvae.evaluation.wandb_log import log_evaluation
-from neurocvae.files import write_json, write_text_atomically
+from neurocvae.files import run_checkpoint, write_json, write_text_atomically
 from neurocvae.synthetic.layout import CohortFolder
 
 log = logging.getLogger(__name__)
@@ -170,12 +170,13 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
         curves = run_dir / "logs" / "metrics.csv"
         if curves.is_file():
             pictures["curves"] = plots.plot_curves(curves, out_dir / "curves.png")
+    pictures = {k: v for k, v in pictures.items() if v}
     write_json(out_dir / "metrics.json", metrics)
-    write_report(out_dir, metrics, {k: v for k, v in pictures.items() if v})
+    write_report(out_dir, metrics, pictures)
     if figures:
         write_html_report(out_dir, test, metrics, embedding=embedding)
     if wandb:
-        log_evaluation(cfg, run_dir, out_dir, metrics, {k: v for k, v in pictures.items() if v})
+        log_evaluation(cfg, run_dir, out_dir, metrics, pictures)
     return metrics
 
 
