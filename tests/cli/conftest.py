@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 from tests.data.conftest import SHAPE, write_cohort
@@ -47,8 +49,25 @@ def overrides(sets, out_dir: Path | None, *extra: str) -> list[str]:
 BLOCK = 32768  # the .wandb file is a LevelDB-style log of protobuf records in 32 KiB blocks
 
 
-def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    """The records of an offline W&B run's `run-<id>.wandb` file."""
+def wandb_records(path: Path, timeout_s: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a finished offline W&B run's `run-<id>.wandb` file. W&B's service writes
+    the file on its own after `run.finish()` returns, so this waits until the run's `exit`
+    record is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            records = read_records(path)
+            if any(r.WhichOneof("record_type") == "exit" for r in records):
+                return records
+        except DecodeError:  # a record being written
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """The records in a `run-<id>.wandb` file as it stands."""
     data, records, pos, pending = path.read_bytes(), [], 7, b""  # 7: the file's W&B header
     while pos + 7 <= len(data):
         left = BLOCK - pos % BLOCK
