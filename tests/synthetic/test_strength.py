@@ -4,9 +4,11 @@ variance fraction f reaches the request; an impossible request is refused with t
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from neurocvae.cli.synth import synth
 from neurocvae.errors import InputError
+from neurocvae.evaluation.benchmark import make_cohort
 from neurocvae.synthetic.strength import (
     MAX_INTENSITY,
     calibrate,
@@ -55,11 +57,12 @@ def test_an_impossible_request_is_refused_with_what_is_reachable(recipe, f, mess
         calibrate(recipe, f, patients=PILOT)
 
 
-def test_the_command_renders_the_calibrated_cohort(tmp_path):
+def test_the_command_and_the_benchmark_render_the_calibrated_cohort(tmp_path):
+    recipe = ["grid=ci", *counts(HC=4, MDD=4, diabetes=4, dual=4), "disease_strength.f=0.002",
+              f"disease_strength.pilot_patients={PILOT}"]
     out = tmp_path / "cohort"
-    synth(compose_config("synth", [
-        "grid=ci", *counts(HC=4, MDD=4, diabetes=4, dual=4),
-        "disease_strength.f=0.002", f"disease_strength.pilot_patients={PILOT}",
-        f"out_dir={out}", "workers=1", "report=false"]))
+    synth(compose_config("synth", [*recipe, f"out_dir={out}", "workers=1", "report=false"]))
     saved = json.loads((out / "recipe.json").read_text())
     assert saved["recipe"]["patterns"]["A"]["intensity"] < 0.4  # scaled down from 0.4
+    make_cohort(OmegaConf.create({"cohort": recipe}), tmp_path / "benchmark")
+    assert json.loads((tmp_path / "benchmark" / "recipe.json").read_text()) == saved

@@ -11,10 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.cli import reports_input_errors
 from neurocvae.config import config_dir
-from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import available_cores, generate_cohort
 from neurocvae.synthetic.report import write_cohort_report
-from neurocvae.synthetic.strength import calibrate
+from neurocvae.synthetic.strength import recipe_from_config
 from neurocvae.synthetic.variance import variance_shares
 
 log = logging.getLogger(__name__)
@@ -22,11 +21,7 @@ log = logging.getLogger(__name__)
 
 @reports_input_errors
 def synth(cfg: DictConfig) -> None:
-    recipe = Recipe.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    strength = cfg.disease_strength
-    if strength.f is not None:
-        recipe, _ = calibrate(recipe, strength.f, tolerance=strength.tolerance,
-                              patients=strength.pilot_patients)
+    recipe = recipe_from_config(OmegaConf.to_container(cfg, resolve=True))
     workers = cfg.workers or available_cores()
     log.info("rendering %d subjects on the %s grid with %d processes into %s",
              recipe.n_subjects, recipe.grid.name, workers, cfg.out_dir)

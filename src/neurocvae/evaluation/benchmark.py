@@ -27,8 +27,8 @@ from neurocvae.evaluation.quick_check import fit_and_check
 from neurocvae.evaluation.report import HEADLINE, headline
 from neurocvae.evaluation.summary import plot_summary, stability_table, summary_markdown
 from neurocvae.synthetic.layout import CohortFolder
-from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import generate_cohort
+from neurocvae.synthetic.strength import recipe_from_config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
     (patients) and background.csv (controls) beside its manifest."""
     if not CohortFolder(folder).is_cohort():
         synth = compose_config("synth", list(cfg.cohort))
-        recipe = Recipe.from_dict(OmegaConf.to_container(synth, resolve=True))
+        recipe = recipe_from_config(OmegaConf.to_container(synth, resolve=True))
         log.info("rendering the cohort: %d subjects on the %s grid", recipe.n_subjects,
                  recipe.grid.name)
         generate_cohort(recipe, folder, overwrite=True)

@@ -104,3 +104,14 @@ def calibrate(recipe: Recipe, f: float, *, tolerance: float = 0.05,
     log.info("disease strength: patterns scaled by %.3f, f = %.4f on a pilot of %d patients "
              "(asked %.4f)", factor, reached, sum(trial.counts.values()), f)
     return scaled(recipe, factor), reached
+
+
+def recipe_from_config(config: dict) -> Recipe:
+    """The recipe of a `neurocvae-synth` configuration (conf/synth.yaml, resolved), its patterns
+    calibrated when `disease_strength.f` asks for a strength."""
+    recipe = Recipe.from_dict(config)
+    strength = config.get("disease_strength") or {}
+    if strength.get("f") is not None:
+        recipe, _ = calibrate(recipe, strength["f"], tolerance=strength["tolerance"],
+                              patients=strength["pilot_patients"])
+    return recipe
