@@ -1,0 +1,98 @@
+"""The linear start's replication test rank by rank, on the training split of finished runs.
+
+    .venv/bin/python experiments/replication_ranks.py RUN [RUN …] [--out FILE_STEM]
+
+RUN: a `neurocvae-train` run folder (its training split and projection grid are used; nothing of
+the trained model). For each rank of the contrastive axes sought outside the backgrounds' top
+principal axes (`neurocvae.contrastive.linear`), over the same 5 × 2 split-halves as
+`replicated_components`: the median fitted eigenvalue, the median contrast on the held-out half,
+their ratio (the default keeps the leading ranks whose ratio reaches `REPLICATION`), the share of
+fits whose held-out contrast is positive, the held-out contrast over the leading rank's, and the
+noise floor: the median fitted eigenvalue of as many ranks again after the salient dimensions,
+what fitting a half's noise alone reaches (high where the nuisance has many dimensions).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neurocvae.contrastive.build import load_module
+from neurocvae.contrastive.linear import (
+    REPLICATION,
+    contrast_along,
+    contrastive_components,
+    outside,
+    principal_axes,
+    replicated_components,
+)
+from neurocvae.contrastive.nets import coarse_pool
+from neurocvae.evaluation.evaluate import run_config, run_datamodule
+from neurocvae.evaluation.report import markdown_table
+
+
+def ranks(run: Path, contrast: float = 10.0, splits: int = 5) -> pd.DataFrame:
+    cfg = run_config(run)
+    datamodule = run_datamodule(cfg)
+    nets = load_module(run / "checkpoints" / "best.ckpt").nets
+    stride = nets.projection_stride or 1
+
+    def volumes(role: str) -> np.ndarray:
+        return np.concatenate([coarse_pool(batch["image"], stride).flatten(1).double().numpy()
+                               for batch in datamodule.input_batches("train", role)])
+
+    target, background = volumes("target"), volumes("background")
+    centre = background.mean(0)
+    background_axes = principal_axes(background, nets.shared_dim)
+    target, background = (outside(target, background_axes, centre),
+                          outside(background, background_axes, centre))
+    rng = np.random.default_rng(0)  # the halves of `replicated_components`
+    fitted, held_out = [], []
+    for _ in range(splits):
+        target_order, background_order = (rng.permutation(len(target)),
+                                           rng.permutation(len(background)))
+        halves = [(target[target_order[i::2]], background[background_order[i::2]])
+                  for i in (0, 1)]
+        for (fit_target, fit_background), (test_target, test_background) in (halves,
+                                                                             halves[::-1]):
+            about = fit_background.mean(0)
+            values, axes = contrastive_components(fit_target, fit_background,
+                                                  2 * nets.salient_dim, contrast, about=about)
+            fitted.append(values)
+            held_out.append(contrast_along(axes[:, :nets.salient_dim], test_target,
+                                           test_background, contrast, about=about))
+    fitted, held_out = np.array(fitted), np.array(held_out)
+    median_fitted, median_held_out = np.median(fitted, 0), np.median(held_out, 0)
+    floor = float(np.median(median_fitted[nets.salient_dim:]))
+    median_fitted = median_fitted[:nets.salient_dim]
+    kept = replicated_components(target, background, nets.salient_dim, contrast)
+    return pd.DataFrame({
+        "run": str(run), "rank": np.arange(1, nets.salient_dim + 1), "kept": kept,
+        "fitted": median_fitted, "held_out": median_held_out,
+        "ratio": median_held_out / median_fitted,
+        "held_out_positive": (held_out > 0).mean(0),
+        "of_leading": median_held_out / median_held_out[0], "floor": floor})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path,
+                        default=Path("experiments/results/replication_ranks"))
+    args = parser.parse_args()
+    table = pd.concat([ranks(run) for run in args.runs], ignore_index=True)
+    text = ["# The linear start's replication test, rank by rank (training split)", "",
+            "Command: `" + " ".join(["python experiments/replication_ranks.py",
+                                     *map(str, args.runs), "--out", str(args.out)]) + "`", "",
+            f"`kept`: the salient axes the default keeps (ratio ≥ {REPLICATION} for every "
+            "rank up to it). Medians over 5 × 2 split-halves; contrasts in the projections' "
+            "units (coarse grid).", "", markdown_table(table)]
+    args.out.with_suffix(".md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
