@@ -109,7 +109,7 @@ def test_ventricles_grow_with_age(cohort_data):
     dark = ((volumes[healthy][(slice(None), *box)] < 0.45)
             & (volumes[healthy][(slice(None), *box)] > 0)).sum(axis=(1, 2, 3))
     rho = stats.spearmanr(truth["age"].to_numpy()[healthy], dark).statistic
-    assert rho > 0.6
+    assert rho > 0.5  # each subject's own anatomy shapes its ventricles too
 
 
 def test_twins_differ_only_inside_the_disease_regions(ci_cohort, cohort_data):
@@ -283,7 +283,8 @@ def test_each_subject_gets_its_own_intensity_texture_which_its_twin_shares():
     assert neighbours > 0.7  # smooth over 4 mm, not voxel noise
 
     sizes = counts(HC=6, MDD=2, diabetes=0, dual=0)
-    textured, plain = synth_recipe(*sizes, "anatomy.texture=0.05"), synth_recipe(*sizes)
+    textured = synth_recipe(*sizes, "anatomy.texture=0.05")
+    plain = synth_recipe(*sizes, "anatomy.texture=0")
     plan = plan_cohort(textured)
     assert plan["texture_seed"].is_unique and "texture_seed" not in plan_cohort(plain)
     pd.testing.assert_frame_equal(plan.drop(columns="texture_seed"), plan_cohort(plain))
