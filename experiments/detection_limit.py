@@ -8,7 +8,8 @@ plot of salient k-means ARI and Kendall τ with severity against f, every seed l
 
     python experiments/detection_limit.py ROOT [--out experiments/results/detection_limit]
 
-ROOT as left by experiments/issue15_gpu.sh (quick/ is the 1× cohort; strength_*/ the others).
+ROOT: every subfolder with a `cohort/` is one cohort, named by the folder (as left by
+experiments/issue15_gpu.sh: quick/ the 1× cohort, strength_*/ the others).
 """
 
 from __future__ import annotations
@@ -56,9 +57,8 @@ def main() -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--out", type=Path, default=Path("experiments/results/detection_limit"))
     args = parser.parse_args()
-    folders = [args.root / "quick", *sorted(args.root.glob("strength_*"))]
-    table = pd.DataFrame([r for folder in folders if (folder / "cohort").is_dir()
-                          for r in cohort_rows(folder)])
+    folders = sorted(folder for folder in args.root.iterdir() if (folder / "cohort").is_dir())
+    table = pd.DataFrame([r for folder in folders for r in cohort_rows(folder)])
     table = table.sort_values(["f", "method", "seed"])
     columns = ["cohort", "f", "method", "seed", "ari_s", "tau_s_severity", "active_s",
                "r2_head_s", "auroc_z", "gain", "map_peak_mm"]
