@@ -22,8 +22,10 @@ from tests.conftest import compose_config, counts, synth_recipe
 @pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
                             f"{DiscriminatorWarning.__name__}")
 def test_a_table_without_sex_and_site_goes_through_the_whole_pipeline(tmp_path, caplog):
-    cohort = generate_cohort(synth_recipe(*counts(HC=60, MDD=10, diabetes=10, dual=10)),
-                             tmp_path / "cohort", workers=2)
+    recipe = synth_recipe(*counts(HC=60, MDD=10, diabetes=10, dual=10),  # scanner space, no
+                          "head_size.space=native", "anatomy.rms_mm=0",  # own anatomy: the
+                          "anatomy.texture=0")  # tiny model keeps a salient space to measure
+    cohort = generate_cohort(recipe, tmp_path / "cohort", workers=2)
     table = pd.read_csv(cohort / "manifest.csv")
     table["path"] = [str(cohort / p) for p in table["path"]]
     table.drop(columns=["sex", "site"]).to_csv(tmp_path / "bare.csv", index=False)
