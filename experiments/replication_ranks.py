@@ -23,11 +23,10 @@ import pandas as pd
 from neurocvae.contrastive.build import load_module
 from neurocvae.contrastive.linear import (
     REPLICATION,
-    contrast_along,
-    contrastive_components,
     outside,
     principal_axes,
     replicated_components,
+    split_half_contrasts,
 )
 from neurocvae.contrastive.nets import coarse_pool
 from neurocvae.evaluation.evaluate import run_config, run_datamodule
@@ -49,22 +48,10 @@ def ranks(run: Path, contrast: float = 10.0, splits: int = 5) -> pd.DataFrame:
     background_axes = principal_axes(background, nets.shared_dim)
     target, background = (outside(target, background_axes, centre),
                           outside(background, background_axes, centre))
-    rng = np.random.default_rng(0)  # the halves of `replicated_components`
-    fitted, held_out = [], []
-    for _ in range(splits):
-        target_order, background_order = (rng.permutation(len(target)),
-                                           rng.permutation(len(background)))
-        halves = [(target[target_order[i::2]], background[background_order[i::2]])
-                  for i in (0, 1)]
-        for (fit_target, fit_background), (test_target, test_background) in (halves,
-                                                                             halves[::-1]):
-            about = fit_background.mean(0)
-            values, axes = contrastive_components(fit_target, fit_background,
-                                                  2 * nets.salient_dim, contrast, about=about)
-            fitted.append(values)
-            held_out.append(contrast_along(axes[:, :nets.salient_dim], test_target,
-                                           test_background, contrast, about=about))
-    fitted, held_out = np.array(fitted), np.array(held_out)
+    # twice the ranks, for the floor; the leading ones are those `replicated_components` tests
+    fitted, held_out = split_half_contrasts(target, background, 2 * nets.salient_dim, contrast,
+                                            splits=splits)
+    held_out = held_out[:, :nets.salient_dim]
     median_fitted, median_held_out = np.median(fitted, 0), np.median(held_out, 0)
     floor = float(np.median(median_fitted[nets.salient_dim:]))
     median_fitted = median_fitted[:nets.salient_dim]

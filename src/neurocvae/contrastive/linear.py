@@ -72,16 +72,13 @@ def contrast_along(axes: np.ndarray, target: np.ndarray, background: np.ndarray,
     return target_moment - alpha * background_variance
 
 
-def replicated_components(target: np.ndarray, background: np.ndarray, components: int,
-                          alpha: float, *, splits: int = 5, seed: int = 0) -> int:
-    """How many leading contrastive axes (of `contrastive_components` about the backgrounds'
-    mean) recur in scans they were not fitted to. The targets and the backgrounds are split in
-    random halves `splits` times; each half fits the axes in turn and the other half measures
-    their contrast (`contrast_along`). Rank i replicates when the median held-out contrast is
-    at least REPLICATION × the median fitted eigenvalue. An axis fitted to sampling noise, or
-    to one unusual scan, does not recur. Sets of fewer than 4 scans replicate nothing."""
-    if min(len(target), len(background)) < 4:
-        return 0
+def split_half_contrasts(target: np.ndarray, background: np.ndarray, components: int,
+                         alpha: float, *, splits: int = 5, seed: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted eigenvalues and held-out contrasts [2·splits, k] of the leading `components`
+    contrastive axes (`contrastive_components` about the fitting half's background mean). The
+    targets and the backgrounds are split in random halves `splits` times; each half fits the
+    axes in turn and the other half measures their contrast (`contrast_along`)."""
     rng = np.random.default_rng(seed)
     fitted, held_out = [], []
     for _ in range(splits):
@@ -95,6 +92,20 @@ def replicated_components(target: np.ndarray, background: np.ndarray, components
             fitted.append(values)
             held_out.append(contrast_along(axes, test_target, test_background, alpha,
                                            about=centre))
+    return np.array(fitted), np.array(held_out)
+
+
+def replicated_components(target: np.ndarray, background: np.ndarray, components: int,
+                          alpha: float, *, splits: int = 5, seed: int = 0) -> int:
+    """How many leading contrastive axes (of `contrastive_components` about the backgrounds'
+    mean) recur in scans they were not fitted to (`split_half_contrasts`). Rank i replicates
+    when the median held-out contrast is at least REPLICATION × the median fitted eigenvalue.
+    An axis fitted to sampling noise, or to one unusual scan, does not recur. Sets of fewer
+    than 4 scans replicate nothing."""
+    if min(len(target), len(background)) < 4:
+        return 0
+    fitted, held_out = split_half_contrasts(target, background, components, alpha,
+                                            splits=splits, seed=seed)
     fitted_median, held_out_median = np.median(fitted, 0), np.median(held_out, 0)
     replicates = (fitted_median > 0) & (held_out_median >= REPLICATION * fitted_median)
     return len(replicates) if replicates.all() else int(np.argmin(replicates))
