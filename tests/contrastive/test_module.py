@@ -128,21 +128,6 @@ def test_background_reconstructions_never_see_a_salient_code(tmp_path, penalty):
         assert (codes[4:, 3:] == 0).all() and (codes[:4, 3:] != 0).any()
 
 
-@pytest.mark.parametrize("penalty", ["none", "l2"])
-def test_the_shared_correction_applies_to_every_scan(penalty):
-    model = module("arch.shared_correction=true", f"model.background_salient={penalty}")
-    correction = torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.0, 3.0]])  # K [Z, S]
-    model.nets.correction.weight.data.copy_(correction)
-    both = next(iter(batches(size=3)))
-    target, background = both["target"]["image"], both["background"]["image"]
-    out = model.forward_pass(target, background, draws=None)
-    images = torch.cat([target, background])
-    expected = (model.nets.shared_encoder(images)[0]
-                - model.nets.salient_encoder(images)[0] @ correction.T)
-    torch.testing.assert_close(out.shared_mu, expected)
-    torch.testing.assert_close(model.latent_representation(images)[0], expected)
-
-
 class Weights(pl.Callback):
     """β and γ as the module computes them, per batch."""
 

@@ -18,13 +18,14 @@ OUTPUTS = ("shared", "salient")
 
 class CodeMeans(nn.Module):
     """Preprocessed volumes [B, 1, X, Y, Z] → (shared [B, Z], salient [B, S]) code means; a
-    copy of the nets without their decoder, on the CPU."""
+    copy of the encoders on the CPU."""
 
     def __init__(self, module: ContrastiveModule, minmax: MinMax | None) -> None:
         super().__init__()
         self.inputs = ModelInputs(minmax)
-        self.nets = copy.deepcopy(module.nets).cpu()
-        self.nets.decoder = None
+        self.shared_encoder = copy.deepcopy(module.nets.shared_encoder).cpu()
+        self.salient_encoder = copy.deepcopy(module.nets.salient_encoder).cpu()
 
     def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.nets.code_means(self.inputs(volume))
+        x = self.inputs(volume)
+        return self.shared_encoder(x)[0], self.salient_encoder(x)[0]

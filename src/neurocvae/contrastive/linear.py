@@ -4,10 +4,10 @@ the decoder's images.
 
 With them the untrained `AdditiveDecoder` nets are already a linear contrastive model:
 
-    μ_s(x) = P_s (x − m_bg) / σ_s          (P_s the top axes of M_target − α·C_background)
-    μ_z(x) = P_z (x − m_bg) / σ_z [− K μ_s] (P_z the top principal axes of all scans, ⟂ P_s)
-    D([z ‖ s]) = T + L_z z + L_s s         (L_z, L_s by least squares over the training scans,
-                                            backgrounds with s = 0)
+    μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the top principal axes of all scans, ⟂ P_s)
+    μ_s(x) = P_s (x − m_bg) / σ_s     (P_s the top axes of M_target − α·C_background)
+    D([z ‖ s]) = T + L_z z + L_s s    (L_z, L_s by least squares over the training scans,
+                                       backgrounds with s = 0)
 
 M_target is the targets' second moment about the backgrounds' mean m_bg (a salient code of 0
 means "like a healthy scan", as backgrounds are decoded from s = 0), C_background their
@@ -18,12 +18,9 @@ Only the leading axes whose contrast recurs in scans they were not fitted to are
 (`replicated_components`); the other salient dimensions start silent. The shared axes are found
 in the complement of the salient ones, so that the shared code does not see the target-only
 directions, and from targets and backgrounds alike. σ scales the codes to unit variance over
-the training scans. K (only for nets with a `correction`) regresses the targets' shared codes
-on their salient ones: a target pattern moves the scan along directions healthy scans vary in
-too, and without K that part would show in the shared code (telling targets from backgrounds)
-and be missing from the salient images L_s. The encoders keep P as a fixed projection
-(`LinearCode`); training then adapts the convolutions, K and the decoder. Volumes [n, V] are
-the model inputs average-pooled to the projections' coarse grid.
+the training scans. The encoders keep P as a fixed projection (`LinearCode`); training then
+adapts the convolutions and the decoder. Volumes [n, V] are the model inputs average-pooled
+to the projections' coarse grid.
 """
 
 from __future__ import annotations
@@ -223,14 +220,6 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
         codes[:len(target), nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
                                                        nets.salient_dim)
-    if nets.correction is not None and salient_axes.shape[1]:
-        # what the targets' salient codes predict of their shared ones (the pattern's share
-        # along directions healthy scans vary in) goes to the salient images instead
-        shared, salient = codes[:len(target), :nets.shared_dim], codes[:len(target),
-                                                                       nets.shared_dim:]
-        loading = least_squares(salient, shared, ridge)  # K [S, Z]
-        nets.correction.weight.copy_(torch.from_numpy(loading.T))
-        codes[:len(target), :nets.shared_dim] = shared - salient @ loading
     fitted = least_squares(codes, images, ridge)  # the decoder's linear images, jointly
     decoder.shared_linear.weight.copy_(torch.from_numpy(fitted[:nets.shared_dim]))
     decoder.salient_linear.weight.copy_(torch.from_numpy(fitted[nets.shared_dim:]))

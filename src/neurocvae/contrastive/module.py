@@ -173,11 +173,9 @@ class ContrastiveModule(pl.LightningModule):
         generator `draws`, or are the means when it is None."""
         n = len(target)
         both = torch.cat([target, background]).contiguous(memory_format=self.layout)
-        every = self.hparams.background_salient != "none" or self.nets.correction is not None
-        salient_mu, salient_logvar = self.nets.salient_encoder(both if every else both[:n])
+        penalised = self.hparams.background_salient != "none"
+        salient_mu, salient_logvar = self.nets.salient_encoder(both if penalised else both[:n])
         shared_mu, shared_logvar = self.nets.shared_encoder(both)
-        if self.nets.correction is not None:
-            shared_mu = self.nets.corrected(shared_mu, salient_mu)
         salient = self._code(salient_mu, salient_logvar, draws)
         shared = self._code(shared_mu, shared_logvar, draws)
         slot = torch.cat([salient[:n], salient.new_zeros(n, self.nets.salient_dim)])
@@ -189,7 +187,7 @@ class ContrastiveModule(pl.LightningModule):
     def latent_representation(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means of the shared [B, Z] and salient [B, S] codes of images [B, 1, X, Y, Z]."""
         images = images.contiguous(memory_format=self.layout)
-        return self.nets.code_means(images)
+        return self.nets.shared_encoder(images)[0], self.nets.salient_encoder(images)[0]
 
     # --- the loss -------------------------------------------------------------------------
 

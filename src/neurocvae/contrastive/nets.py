@@ -275,11 +275,6 @@ class ContrastiveNets(nn.Module):
     `output_norm` and `output` do not apply). `linear_voxels` sets the coarse grid of the
     decoder's linear images (`linear_stride`); `projection_voxels` (None: none) gives each
     encoder a fixed linear projection (`LinearCode`) on a grid of at most that many voxels.
-
-    `shared_correction` subtracts from the shared mean what the salient mean predicts of it,
-    μ_z(x) − K μ_s(x) (`correction`, K [Z, S], zero until set by the linear start):
-    a target pattern that also moves the scan along directions healthy scans vary in would
-    otherwise show in the shared code as well as in the salient one.
     """
 
     def __init__(self, *, input_shape: Sequence[int], shared_dim: int = 32, salient_dim: int = 32,
@@ -287,8 +282,7 @@ class ContrastiveNets(nn.Module):
                  hidden: int | None = 128, bottleneck_channels: int | None = None,
                  norm: str | None = "batch", activation: str = "relu", output_norm: bool = False,
                  output: str = "sigmoid", logvar_limit: float = 10.0, decoder: str = "conv",
-                 linear_voxels: int = 131_072, projection_voxels: int | None = None,
-                 shared_correction: bool = False) -> None:
+                 linear_voxels: int = 131_072, projection_voxels: int | None = None) -> None:
         super().__init__()
         if decoder not in ("conv", "additive"):
             raise ValueError(f"decoder={decoder!r}: expected 'conv' or 'additive'")
@@ -306,10 +300,6 @@ class ContrastiveNets(nn.Module):
                                 else NoCode(stochastic))
         self.shared_encoder = (Encoder(latent_dim=shared_dim, **common) if shared_dim
                                else NoCode(stochastic))
-        self.correction = (nn.Linear(salient_dim, shared_dim, bias=False)
-                           if shared_correction and salient_dim and shared_dim else None)
-        if self.correction is not None:  # set by the linear start, then trained
-            nn.init.zeros_(self.correction.weight)
         if decoder == "additive":
             self.decoder = AdditiveDecoder(output_shape=input_shape, shared_dim=shared_dim,
                                            salient_dim=salient_dim, linear_stride=stride,
@@ -317,16 +307,6 @@ class ContrastiveNets(nn.Module):
         else:
             self.decoder = Decoder(output_shape=input_shape, latent_dim=shared_dim + salient_dim,
                                    output_norm=output_norm, output=output, **conv)
-
-    def corrected(self, shared_mu: torch.Tensor, salient_mu: torch.Tensor) -> torch.Tensor:
-        """The shared means [B, Z] less K · the salient means [B, S] (unchanged without a
-        correction)."""
-        return shared_mu if self.correction is None else shared_mu - self.correction(salient_mu)
-
-    def code_means(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shared [B, Z] and salient [B, S] code means of images [B, 1, X, Y, Z]."""
-        salient = self.salient_encoder(images)[0]
-        return self.corrected(self.shared_encoder(images)[0], salient), salient
 
     def decode(self, shared: torch.Tensor, salient: torch.Tensor | None = None) -> torch.Tensor:
         """Volumes [B, 1, X, Y, Z] from shared [B, Z] and salient [B, S] codes (None: zeros)."""
