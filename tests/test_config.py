@@ -79,3 +79,12 @@ def test_one_paths_setting_moves_the_cache_and_the_run_folders():
                                            "paths.cache_dir=/scratch/cache"])
     assert brainage.out_dir == f"/runs/brainage/{brainage.run_id}"
     assert brainage.data.cache_dir == "/scratch/cache"
+
+
+def test_selection_thresholds_are_changed_one_by_one_or_replaced_as_documented():
+    """conf/brainage.yaml: a dict override merges into the defaults; deleting first replaces."""
+    merged = compose_config("brainage", ["selection.thresholds={MDD:2}"]).selection.thresholds
+    assert dict(merged) == {"MDD": 2, "diabetes": 0.0, "dual": 0.0}
+    replaced = compose_config("brainage", ["~selection.thresholds",
+                                           "+selection.thresholds={C1:0,C2:1}"])
+    assert dict(replaced.selection.thresholds) == {"C1": 0, "C2": 1}

@@ -211,6 +211,9 @@ def test_ages_outside_the_bins_warn_with_their_count(cohort, tmp_path):
      "correction.file=nowhere.json: no such file"),
     (["correction.file=lbc.json"], "correction.file applies a saved correction with task=predict"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected a finite number ≥ 1"),
+    (["selection.thresholds.MDD=high"],
+     "selection.thresholds.MDD=high: expected a finite number > -inf (years of BAG)"),
+    (["selection.thresholds=null"], "selection.thresholds=None: expected years of BAG per"),
 ])
 def test_bad_settings_stop_with_one_clear_line(cohort, tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as stop:

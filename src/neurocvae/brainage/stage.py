@@ -253,6 +253,8 @@ def select(table: pd.DataFrame, selection_cfg: DictConfig | dict, controls: str 
     mode = selection_cfg["mode"]
     candidates = table[~table["sfcn_fit"]]
     thresholds = dict(selection_cfg["thresholds"]) if mode == "bag" else None
+    log.info("targets: %s", "every patient" if thresholds is None else "patients with BAG above "
+             + ", ".join(f"{t:g} years ({group})" for group, t in thresholds.items()))
     targets = select_targets(candidates, thresholds, controls)
     if targets.empty:
         groups = sorted(set(candidates["group"]) - {controls})
@@ -304,6 +306,15 @@ def check_settings(cfg: DictConfig) -> None:
                          "the network did not train on")
     if cfg.selection.mode not in ("bag", "all"):
         raise InputError(f"selection.mode={cfg.selection.mode!r}: expected 'bag' or 'all'")
+    if cfg.selection.mode == "bag":
+        thresholds = cfg.selection.thresholds
+        if not OmegaConf.is_dict(thresholds) or not thresholds:
+            raise InputError(f"selection.thresholds={thresholds}: expected years of BAG per "
+                             "patient group, e.g. {MDD:4,diabetes:0} (selection.mode=all: "
+                             "every patient)")
+        for group, years in thresholds.items():
+            require_number(f"selection.thresholds.{group}", years, above=-float("inf"),
+                           meaning="years of BAG")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
