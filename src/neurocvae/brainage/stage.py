@@ -254,7 +254,7 @@ def select(table: pd.DataFrame, selection_cfg: DictConfig | dict, controls: str 
     candidates = table[~table["sfcn_fit"]]
     thresholds = dict(selection_cfg["thresholds"]) if mode == "bag" else None
     log.info("targets: %s", "every patient" if thresholds is None else "patients with BAG above "
-             + ", ".join(f"{t:g} years ({group})" for group, t in thresholds.items()))
+             + ", ".join(f"{t} years ({group})" for group, t in thresholds.items()))
     targets = select_targets(candidates, thresholds, controls)
     if targets.empty:
         groups = sorted(set(candidates["group"]) - {controls})
