@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from neurocvae import TrainedModel
@@ -19,6 +20,7 @@ from neurocvae.cli.brainage import brainage
 from neurocvae.cli.encode import encode
 from neurocvae.config import config_dir
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
+from neurocvae.data.scans import scans_table
 from neurocvae.errors import InputError
 from neurocvae.synthetic.renderer import generate_cohort
 from tests.cli.test_brainage_cli import FAST
@@ -166,3 +168,22 @@ def test_the_command_refuses_what_it_cannot_do_before_reading_the_model(tmp_path
             with pytest.raises(SystemExit) as stopped:
                 encode(compose("encode", [f"run={tmp_path / 'absent'}", *overrides]))
             assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_scans_read_in_worker_processes_arrive_in_order_and_a_bad_one_is_named(finished,
+                                                                             tmp_path):
+    model = TrainedModel.load(finished / "runs" / "cvae" / "seed0", batch_size=3)
+    paths = sorted((finished / "cohort" / "volumes").glob("*.nii.gz"))[:7]
+    table = scans_table(paths)
+    alone = list(model.reader.batches(table))
+    model.reader.num_workers = 2
+    pooled = list(model.reader.batches(table))
+    assert [len(b["subject_id"]) for b in pooled] == [3, 3, 1]
+    for one, other in zip(alone, pooled, strict=True):
+        assert one["subject_id"] == other["subject_id"] and one["path"] == other["path"]
+        assert torch.equal(one["image"], other["image"])
+        np.testing.assert_array_equal(np.stack(one["affine"]), np.stack(other["affine"]))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume")
+    with pytest.raises(InputError, match=re.escape(str(broken))):
+        list(model.reader.batches(scans_table([*paths[:4], broken])))

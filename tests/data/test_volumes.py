@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocvae.data.volumes import MinMax, Preprocessing, VolumeError, load_volume
+from neurocvae.data.volumes import DivideByMeand, MinMax, Preprocessing, VolumeError, load_volume
 from tests.data.conftest import RAS_2MM, SHAPE, brain, write_nifti
 
 
@@ -74,3 +74,18 @@ def test_a_truncated_volume_is_named(tmp_path):
 def test_a_volume_with_a_trailing_singleton_axis_is_accepted(tmp_path):
     path = write_nifti(tmp_path / "a.nii.gz", brain(0)[..., None])
     assert load_volume(path)[0].shape == SHAPE
+
+
+def test_the_mean_normalisation_does_not_depend_on_the_thread_count():
+    """A worker process sums with one thread, the main one with several: the stored float16
+    volume must be the same (a float32 mean differed by a rounding step)."""
+    volume = torch.rand(1, 96, 96, 96, generator=torch.Generator().manual_seed(0)) * 3
+    threads = torch.get_num_threads()
+    stored = []
+    try:
+        for count in (1, 4):
+            torch.set_num_threads(count)
+            stored.append(DivideByMeand("image")({"image": volume})["image"].half())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(*stored)

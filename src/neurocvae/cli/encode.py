@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def encode(cfg: DictConfig) -> pd.DataFrame | None:
     """The whole command; returns the codes it wrote (None when it only exports)."""
     require_number("batch_size", cfg.batch_size, at_least=1)
+    require_number("num_workers", cfg.num_workers, at_least=0)
     if cfg.scans is None and cfg.export is None:
         raise InputError("nothing to do: give scans=<table or folder> (with out_dir=…), "
                          "export=<file.onnx>, or both")
@@ -30,6 +31,7 @@ def encode(cfg: DictConfig) -> pd.DataFrame | None:
     model = TrainedModel.load(cfg.run, checkpoint=cfg.checkpoint, device=cfg.device,
                               batch_size=int(cfg.batch_size))
     model.reader.show_progress = True
+    model.reader.num_workers = int(cfg.num_workers)
     if cfg.export is not None:
         log.info("encoders exported to %s", model.export(cfg.export))
     if cfg.scans is None:

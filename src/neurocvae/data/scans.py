@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from neurocvae.data.cohort import read_manifest, scan_id
 from neurocvae.data.datasets import model_inputs
@@ -61,6 +62,7 @@ class ScanReader:
     affine: np.ndarray
     shape: tuple[int, int, int] | None
     batch_size: int = 8
+    num_workers: int = 0  # processes that read scans beside the main one (0: it reads them)
     show_progress: bool = False  # a progress bar over the batches of each pass
     transform: Any = field(init=False, repr=False)
 
@@ -97,11 +99,40 @@ class ScanReader:
                 ) -> Iterator[dict[str, Any]]:
         """Batches of `batch_size` model inputs: `image` [B, 1, X, Y, Z], `subject_id`,
         `path`, `affine` (one [4, 4] per scan)."""
+        scans = DataLoader(_ReadScans(self, table["path"].tolist()), batch_size=None,
+                           num_workers=self.num_workers, collate_fn=_as_is)
         with progress(description, len(table), shown=self.show_progress) as advance:
-            for start in range(0, len(table), self.batch_size):
-                rows = table.iloc[start:start + self.batch_size]
-                read = [self.read(p) for p in rows["path"]]
-                yield {"image": torch.stack([image for image, _ in read]),
-                       "subject_id": rows["subject_id"].tolist(), "path": rows["path"].tolist(),
-                       "affine": [affine for _, affine in read]}
-                advance(len(rows))
+            read: list[tuple[torch.Tensor, np.ndarray]] = []
+            done = 0
+            for image, affine, problem in scans:  # in the table's order
+                if problem:
+                    raise InputError(problem)
+                read.append((image, affine))
+                if len(read) == self.batch_size or done + len(read) == len(table):
+                    rows = table.iloc[done:done + len(read)]
+                    yield {"image": torch.stack([image for image, _ in read]),
+                           "subject_id": rows["subject_id"].tolist(),
+                           "path": rows["path"].tolist(), "affine": [a for _, a in read]}
+                    advance(len(read))
+                    done, read = done + len(read), []
+
+
+class _ReadScans(Dataset):
+    """Scan i read by `reader`: (image, affine, ""), or (None, None, the problem) for a scan
+    it cannot use, so that a worker process raises nothing."""
+
+    def __init__(self, reader: ScanReader, paths: list[str]) -> None:
+        self.reader, self.paths = reader, paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, np.ndarray | None, str]:
+        try:
+            return *self.reader.read(self.paths[i]), ""
+        except InputError as error:
+            return None, None, str(error)
+
+
+def _as_is(item: tuple) -> tuple:
+    return item

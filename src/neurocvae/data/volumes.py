@@ -32,7 +32,7 @@ from neurocvae.data.archives import read_nifti
 from neurocvae.errors import InputError
 
 NORMALISATIONS = ("mean", "minmax_global", "zscore_brain")
-CACHE_FORMAT = 1  # bump when the cached computation changes
+CACHE_FORMAT = 2  # bump when the cached computation changes
 
 
 class VolumeError(InputError):
@@ -226,12 +226,14 @@ class LoadVolumed(MapTransform):
 
 
 class DivideByMeand(MapTransform):
-    """SFCN's normalisation: divide by the mean over the whole field of view, zeros included."""
+    """SFCN's normalisation: divide by the mean over the whole field of view, zeros included.
+    The mean is summed in float64, so that it does not depend on how many threads sum it (a
+    float32 sum does, by a rounding step of the stored float16 volume)."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = dict(data)
         for key in self.key_iterator(out):
-            out[key] = out[key] / out[key].mean()
+            out[key] = out[key] / out[key].double().mean().to(out[key].dtype)
         return out
 
 
