@@ -43,11 +43,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from neurocvae.data.archives import source_stat
 from neurocvae.data.cohort import problem_list
 from neurocvae.data.volumes import Preprocessing, VolumeError, preprocess, read_shape
+from neurocvae.data.workers import one_by_one
 from neurocvae.errors import InputError
 from neurocvae.progress import progress
 
@@ -308,10 +309,6 @@ class _PreprocessedSources(Dataset):
         return i, image[0].numpy().astype(np.float16), ""
 
 
-def _as_is(item: tuple) -> tuple:
-    return item
-
-
 def _shape_problems(paths: Sequence[str], preprocessing: Preprocessing) -> dict[str, str]:
     """Sources whose grid differs from the most common one (when no resampling is asked)."""
     problems: dict[str, str] = {}
@@ -373,9 +370,8 @@ def _write_entry(partial: Path, sources: list[tuple[str, int, int]],
         log.info("%d volumes copied from earlier cache entries", len(copied))
     done = set(copied)
     good = [i for i, p in enumerate(paths) if p not in rejected and i not in done]
-    loader = DataLoader(torch.utils.data.Subset(_PreprocessedSources(paths, preprocessing), good),
-                        batch_size=None, num_workers=workers, collate_fn=_as_is,
-                        worker_init_fn=worker_init_fn)
+    loader = one_by_one(torch.utils.data.Subset(_PreprocessedSources(paths, preprocessing), good),
+                        workers, worker_init_fn=worker_init_fn)
     log.info("caching %d volumes into %s", len(good), partial.with_suffix(""))
     with progress("caching volumes", total=len(good)) as advance:
         for i, volume, problem in loader:

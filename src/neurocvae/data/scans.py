@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from neurocvae.data.cohort import read_manifest, scan_id
 from neurocvae.data.datasets import model_inputs
 from neurocvae.data.volumes import MinMax, Preprocessing, preprocess
+from neurocvae.data.workers import one_by_one
 from neurocvae.errors import InputError
 from neurocvae.progress import progress
 
@@ -99,22 +100,18 @@ class ScanReader:
                 ) -> Iterator[dict[str, Any]]:
         """Batches of `batch_size` model inputs: `image` [B, 1, X, Y, Z], `subject_id`,
         `path`, `affine` (one [4, 4] per scan)."""
-        scans = DataLoader(_ReadScans(self, table["path"].tolist()), batch_size=None,
-                           num_workers=self.num_workers, collate_fn=_as_is)
+        scans = iter(one_by_one(_ReadScans(self, table["path"].tolist()), self.num_workers))
         with progress(description, len(table), shown=self.show_progress) as advance:
-            read: list[tuple[torch.Tensor, np.ndarray]] = []
-            done = 0
-            for image, affine, problem in scans:  # in the table's order
+            for start in range(0, len(table), self.batch_size):
+                rows = table.iloc[start:start + self.batch_size]
+                read = [next(scans) for _ in range(len(rows))]  # in the table's order
+                problem = next((problem for *_, problem in read if problem), None)
                 if problem:
                     raise InputError(problem)
-                read.append((image, affine))
-                if len(read) == self.batch_size or done + len(read) == len(table):
-                    rows = table.iloc[done:done + len(read)]
-                    yield {"image": torch.stack([image for image, _ in read]),
-                           "subject_id": rows["subject_id"].tolist(),
-                           "path": rows["path"].tolist(), "affine": [a for _, a in read]}
-                    advance(len(read))
-                    done, read = done + len(read), []
+                yield {"image": torch.stack([image for image, _, _ in read]),
+                       "subject_id": rows["subject_id"].tolist(), "path": rows["path"].tolist(),
+                       "affine": [affine for _, affine, _ in read]}
+                advance(len(rows))
 
 
 class _ReadScans(Dataset):
@@ -132,7 +129,3 @@ class _ReadScans(Dataset):
             return *self.reader.read(self.paths[i]), ""
         except InputError as error:
             return None, None, str(error)
-
-
-def _as_is(item: tuple) -> tuple:
-    return item
