@@ -3,11 +3,12 @@
     .venv/bin/python experiments/twin_leakage.py RUN [RUN …]
 
 RUN: a `neurocvae-train` run folder on a synthetic cohort with healthy twins (e.g. a
-benchmark's `runs/cvae/seed0`). On the test split, the out-of-fold AUROC of the shared code
-means telling targets from backgrounds (as `neurocvae-eval`'s auroc_z), once with the targets'
-own scans, once with each target less its salient pattern D([z, s]) − D([z, 0]) (the model's
-own reading of its disease), and once with each target replaced by its planted healthy twin
-(same subject, no pattern). Twins at 0.5 and scans above it: the shared code carries the
+benchmark's `runs/cvae/seed0`, or `make demo`'s `outputs/demo/train`). On the held-out split
+(test, or val where the run has none, as `neurocvae-eval`), the out-of-fold AUROC of the shared
+code means telling targets from backgrounds (as `neurocvae-eval`'s auroc_z), once with the
+targets' own scans, once with each target less its salient pattern D([z, s]) − D([z, 0]) (the
+model's own reading of its disease), and once with each target replaced by its planted healthy
+twin (same subject, no pattern). Twins at 0.5 and scans above it: the shared code carries the
 pattern. Prints one markdown table.
 """
 
@@ -22,15 +23,17 @@ import torch
 
 from neurocvae.contrastive.build import load_module
 from neurocvae.evaluation.decoded import twin_input
-from neurocvae.evaluation.evaluate import find_cohort, run_config, run_datamodule
+from neurocvae.evaluation.evaluate import choose_split, find_cohort, run_config, run_datamodule
 from neurocvae.evaluation.metrics import group_auroc
 
 
 @torch.no_grad()
-def aurocs(run: Path, split: str = "test") -> tuple[float, float, float]:
+def aurocs(run: Path, split: str = "auto") -> tuple[float, float, float]:
     """The shared-space AUROC with the targets' scans, those less their salient pattern, and
-    their twins."""
+    their twins, on `split` (auto: test, or val where the run has no test split, as
+    `neurocvae-eval`)."""
     datamodule = run_datamodule(run_config(run))
+    split = choose_split(datamodule, split)
     module = load_module(run / "checkpoints" / "best.ckpt").eval()
     cohort = find_cohort(datamodule.splits[split]["target"]["path"])
     truth = pd.read_csv(cohort.ground_truth).set_index("subject_id")
