@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from neurocvae.contrastive.nets import AdditiveDecoder, ContrastiveNets, Encoder, coarse_pool
 from neurocvae.data.datamodules import ContrastiveDataModule
@@ -119,32 +117,6 @@ def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray) -> np.ndarra
     return rows - (rows - centre) @ axes @ axes.T
 
 
-def rescaled_template_axes(template: np.ndarray, scales: Sequence[float], stride: int
-                           ) -> np.ndarray:
-    """Orthonormal axes [V, k] (V: the grid pooled by `stride`) of the changes of the template
-    [X, Y, Z] rescaled about its centre of mass by each of `scales` (1.1: a 10 % larger head),
-    trilinear: the images global head size moves, to every order those scales reach."""
-    centre = np.array(ndimage.center_of_mass(np.clip(template, 0, None)))
-
-    def pooled(volume: np.ndarray) -> torch.Tensor:
-        return coarse_pool(torch.from_numpy(volume)[None, None], stride).flatten()
-    changes = []
-    for scale in scales:
-        matrix = np.eye(3) / scale
-        rescaled = ndimage.affine_transform(template, matrix, offset=centre - matrix @ centre,
-                                            order=1, mode="nearest")
-        changes.append((pooled(rescaled) - pooled(template)).double().numpy())
-    return orthonormal(np.array(changes).T)
-
-
-def orthonormal(columns: np.ndarray, tolerance: float = 1e-8) -> np.ndarray:
-    """An orthonormal basis [V, r] of the span of the columns [V, k]."""
-    if columns.shape[1] == 0:
-        return columns
-    u, values, _ = np.linalg.svd(columns, full_matrices=False)
-    return u[:, values > tolerance * values.max()]
-
-
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
     """The top `components` principal axes [V, k] of the rows [n, V] (k ≤ n − 1)."""
     centred = rows - rows.mean(0)
@@ -206,7 +178,7 @@ def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray, scale: np.nda
 @torch.no_grad()
 def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, *,
                       projections: bool = True, contrast: float = 10.0,
-                      head_scales: Sequence[float] = (), ridge: float = 1e-3) -> None:
+                      ridge: float = 1e-3) -> None:
     """Set the template (the training backgrounds' mean) of `nets` (an `AdditiveDecoder`) and,
     with `projections` (encoders with a `LinearCode`), the encoders' projections and the
     decoder's linear images, from the training split; see the module docstring. `contrast` is
@@ -225,9 +197,6 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     salient_axes = np.zeros((len(centre), 0))
     if nets.salient_dim:  # outside what the shared space explains of the backgrounds
         background_axes = principal_axes(background, nets.shared_dim)
-        if head_scales:
-            background_axes = orthonormal(np.concatenate(
-                [background_axes, rescaled_template_axes(mean, head_scales, strides[0])], 1))
         target_rest = outside(target, background_axes, centre)
         background_rest = outside(background, background_axes, centre)
         values, salient_axes = contrastive_components(target_rest, background_rest,
