@@ -117,32 +117,6 @@ def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray) -> np.ndarra
     return rows - (rows - centre) @ axes @ axes.T
 
 
-def significant_patterns(deviations: np.ndarray, salient_axes: np.ndarray,
-                         healthy_axes: np.ndarray, threshold: float = 3.0) -> np.ndarray:
-    """[k, V] the images along which the targets' deviations [n, V] move with their salient
-    projections (least squares on deviations @ salient_axes [V, k]), keeping along the healthy
-    axes [V, h] only the coefficients beyond `threshold` standard errors (there sampling noise
-    of large healthy variation would otherwise enter)."""
-    codes = deviations @ salient_axes
-    n, k = codes.shape
-    inverse = np.linalg.inv(codes.T @ codes)
-    patterns = inverse @ codes.T @ deviations  # [k, V]
-    along = deviations @ healthy_axes  # [n, h]
-    coefficients = inverse @ codes.T @ along  # [k, h]
-    residual = ((along - codes @ coefficients) ** 2).sum(0) / max(n - k, 1)  # [h]
-    errors = np.sqrt(np.outer(np.diag(inverse), residual))  # [k, h]
-    kept = np.where(np.abs(coefficients) > threshold * errors, coefficients, 0.0)
-    log.info("salient patterns along the healthy axes: %d of %d coefficients beyond %g "
-             "standard errors", int((kept != 0).sum()), kept.size, threshold)
-    return patterns - (coefficients - kept) @ healthy_axes.T
-
-
-def orthonormal(columns: np.ndarray, tolerance: float = 1e-8) -> np.ndarray:
-    """An orthonormal basis [V, r] of the span of the columns [V, k]."""
-    u, values, _ = np.linalg.svd(columns, full_matrices=False)
-    return u[:, values > tolerance * values.max()]
-
-
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
     """The top `components` principal axes [V, k] of the rows [n, V] (k ≤ n − 1)."""
     centred = rows - rows.mean(0)
@@ -204,7 +178,7 @@ def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray, scale: np.nda
 @torch.no_grad()
 def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, *,
                       projections: bool = True, contrast: float = 10.0,
-                      hide_patterns: bool = False, ridge: float = 1e-3) -> None:
+                      ridge: float = 1e-3) -> None:
     """Set the template (the training backgrounds' mean) of `nets` (an `AdditiveDecoder`) and,
     with `projections` (encoders with a `LinearCode`), the encoders' projections and the
     decoder's linear images, from the training split; see the module docstring. `contrast` is
@@ -237,12 +211,7 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     images = np.concatenate([target_images, background_images]) - image_centre
     codes = np.zeros((len(rows), nets.shared_dim + nets.salient_dim))
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
-        hidden = salient_axes
-        if hide_patterns and salient_axes.shape[1]:
-            shown = principal_axes(background, nets.shared_dim)
-            patterns = significant_patterns(target - centre, salient_axes, shown)
-            hidden = orthonormal(np.concatenate([salient_axes, patterns.T], 1))
-        axes = principal_axes(outside(rows, hidden, centre), nets.shared_dim)
+        axes = principal_axes(outside(rows, salient_axes, centre), nets.shared_dim)
         scale = ((rows - centre) @ axes).std(0) + 1e-8
         _set_encoder(nets.shared_encoder, axes, centre, scale)
         codes[:, :nets.shared_dim] = _codes(rows, axes, centre, scale, nets.shared_dim)

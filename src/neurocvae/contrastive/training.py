@@ -149,8 +149,7 @@ def fit(cfg: DictConfig) -> Fitted | None:
         module = build_module(cfg, datamodule.image_shape)
         if not resume and isinstance(module.nets.decoder, AdditiveDecoder):
             initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
-                              contrast=cfg.initialise.contrast,
-                              hide_patterns=cfg.initialise.get("hide_patterns", False))
+                              contrast=cfg.initialise.contrast)
         fit_or_stop(trainer, module, datamodule, resume)
     if not trainer.is_global_zero:  # the other DDP ranks are done
         return None
