@@ -93,6 +93,8 @@ def test_evaluation_files_hold_what_they_claim(bench):
     first = json.loads((out / "runs" / "vae" / "seed0" / "eval" / "metrics.json").read_text())
     assert set(first["baselines"]) == {"pca", "cpca"}
     report = (run / "eval" / "report.md").read_text()
+    assert "## Scans beyond the training range" in report
+    assert all(row["distance"] > row["training_max"] for row in metrics["beyond_training"])
     for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (run / "eval" / picture).stat().st_size > 5_000, picture
     assert {"embedding.png", "curves.png", "examples.png"} <= set(

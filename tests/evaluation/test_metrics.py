@@ -11,7 +11,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from neurocvae.contrastive.linear import contrastive_pca
 from neurocvae.evaluation import metrics
 from neurocvae.evaluation.baselines import pca_variance_explained
-from neurocvae.evaluation.scores import score_latents, separation
+from neurocvae.evaluation.scores import beyond_training, mahalanobis, score_latents, separation
 from neurocvae.evaluation.summary import cross_seed_stability
 
 rng = np.random.default_rng(0)
@@ -210,6 +210,30 @@ def test_active_salient_dimensions_are_counted_over_targets_only():
     noise = np.random.default_rng(3).normal(size=len(train))
     train["salient_2"] = np.where(train["role"] == "background", noise, 0.0)
     assert score_latents(train, train)["salient"]["active"] == 2
+
+
+def test_mahalanobis_distance_by_hand():
+    reference = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])  # SDs 1.15, 2.31
+    distances = mahalanobis(np.array([[1.0, 2.0], [1.0 + np.sqrt(4 / 3), 2.0]]), reference)
+    assert distances == pytest.approx([0.0, 1.0])
+
+
+def test_scans_beyond_the_training_range_are_named_per_space():
+    """A held-out control with a salient code far beyond every training scan's is named for
+    the salient space alone; the training scans themselves, a collapsed dimension and the
+    controls at the healthy point s = 0 are not."""
+    train = latents_table()
+    train["salient_2"] = 0.0  # collapsed: not active, not measured
+    test = train.copy()
+    assert beyond_training(test, train) == []
+    control = test.index[test["role"] == "background"][0]
+    test.loc[control, "salient_2"] = 50.0
+    assert beyond_training(test, train) == []
+    test.loc[control, ["salient_0", "salient_1"]] = [30.0, -30.0]
+    rows = beyond_training(test, train)
+    assert [(r["subject_id"], r["role"], r["space"]) for r in rows] == [
+        (test.loc[control, "subject_id"], "background", "salient")]
+    assert rows[0]["distance"] > 5 * rows[0]["training_max"] > 0
 
 
 def test_the_embedding_is_chosen_explicitly_and_umap_without_its_package_is_refused(

@@ -27,7 +27,7 @@ from neurocvae.evaluation.baselines import baseline_latents, check_baselines
 from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.html import write_comparison_html, write_html_report
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
-from neurocvae.evaluation.scores import score_latents
+from neurocvae.evaluation.scores import beyond_training, score_latents
 from neurocvae.evaluation.wandb_log import log_evaluation
 from neurocvae.files import run_checkpoint, write_json, write_text_atomically
 from neurocvae.synthetic.layout import CohortFolder
@@ -141,7 +141,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     test.to_csv(out_dir / "latents.csv", index=False)
     metrics: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(ckpt), "split": split,
                                "ground_truth": str(truth_file) if truth_file else None,
-                               **score_latents(test, train)}
+                               **score_latents(test, train),
+                               "beyond_training": beyond_training(test, train)}
     twins = {}
     if truth is not None and "twin_path" in truth:
         root = cohort.root

@@ -183,9 +183,26 @@ def _salient_map_section(metrics: dict[str, Any]) -> list[str]:
     return text
 
 
+def _beyond_training_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The held-out scans whose codes lie beyond every training scan's (`beyond_training`)."""
+    text = ["## Scans beyond the training range", "",
+            "Held-out scans whose codes lie farther from the training scans (Mahalanobis "
+            "distance on the active dimensions) than any training scan does. The model "
+            "extrapolates on them: read their codes, maps and reconstructions with care (a "
+            "control here is not evidence of disease). Of scans drawn like the training scans, "
+            "about one in (training scans + 1) lies beyond them by chance.", ""]
+    if not rows:
+        return [*text, "None.", ""]
+    table = pd.DataFrame(rows)
+    table["times_training_max"] = table["distance"] / table["training_max"]
+    return [*text, markdown_table(table), ""]
+
+
 def write_report(out_dir: Path, metrics: dict[str, Any], figures: dict[str, Path]) -> Path:
     """Write `<out_dir>/report.md` (whole or not at all) and return its path."""
     text = _latent_section(metrics)
+    if "beyond_training" in metrics:
+        text += _beyond_training_section(metrics["beyond_training"])
     if metrics.get("baselines"):
         text += ["## Baselines on the same volumes (their single space)", "",
                  baseline_table(metrics["baselines"]), ""]

@@ -79,6 +79,39 @@ def space_scores(codes: np.ndarray, targets: pd.DataFrame, all_codes: np.ndarray
     return scores
 
 
+def mahalanobis(codes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """[n] Mahalanobis distances of codes [n, d] from the mean of the reference codes [m, d],
+    under their covariance (pseudo-inverse)."""
+    centred = codes - reference.mean(0)
+    precision = np.linalg.pinv(np.atleast_2d(np.cov(reference, rowvar=False)))
+    return np.sqrt(np.einsum("ij,jk,ik->i", centred, precision, centred))
+
+
+def beyond_training(test: pd.DataFrame, train: pd.DataFrame) -> list[dict[str, Any]]:
+    """The held-out scans whose codes lie farther from the training scans (targets and
+    backgrounds) than any of them does, per space, most extreme first: `mahalanobis` on the
+    space's active dimensions (salient: active over the targets). The model extrapolates
+    there; a control's salient code there is not evidence of disease. Rows: subject_id, role,
+    group, space, distance and training_max (unitless)."""
+    rows = []
+    for space in SPACES:
+        if not code_columns(test, space):
+            continue
+        active = active_columns(train[train["role"] == "target"] if space == "salient"
+                                else train, space)
+        if not active or len(train) <= len(active):
+            continue
+        codes = train[active].to_numpy(np.float64)
+        limit = float(mahalanobis(codes, codes).max())
+        distances = mahalanobis(test[active].to_numpy(np.float64), codes)
+        for i in np.flatnonzero(distances > limit):
+            row = test.iloc[i]
+            rows.append({"subject_id": str(row["subject_id"]), "role": str(row["role"]),
+                         "group": str(row.get("group", "")), "space": space,
+                         "distance": float(distances[i]), "training_max": limit})
+    return sorted(rows, key=lambda r: r["distance"] / r["training_max"], reverse=True)
+
+
 def score_latents(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, Any]:
     """All latent metrics of the `test` scans, on the active code dimensions standardised with
     `train` statistics (a space with no active dimension gets only its counts)."""
