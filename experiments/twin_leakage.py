@@ -37,7 +37,6 @@ def aurocs(run: Path, split: str = "auto") -> tuple[float, float, float]:
     module = load_module(run / "checkpoints" / "best.ckpt").eval()
     cohort = find_cohort(datamodule.splits[split]["target"]["path"])
     truth = pd.read_csv(cohort.ground_truth).set_index("subject_id")
-    root = Path(cohort.ground_truth).parent
     scans, less_pattern, twins, is_target = [], [], [], []
     for role in ("target", "background"):
         for batch in datamodule.input_batches(split, role):
@@ -48,7 +47,7 @@ def aurocs(run: Path, split: str = "auto") -> tuple[float, float, float]:
                 less_pattern.append(module.latent_representation(
                     batch["image"] - pattern)[0].numpy())
                 images = torch.stack([torch.from_numpy(twin_input(
-                    datamodule, str(root / truth.loc[subject, "twin_path"])))[None].float()
+                    datamodule, str(cohort.root / truth.loc[subject, "twin_path"])))[None].float()
                     for subject in batch["subject_id"]])
                 twins.append(module.latent_representation(images)[0].numpy())
             else:

@@ -35,6 +35,13 @@ def active_columns(table: pd.DataFrame, space: str) -> list[str]:
     return [c for c in code_columns(table, space) if table[c].var() > ACTIVE_VARIANCE]
 
 
+def active_in_space(train: pd.DataFrame, space: str) -> list[str]:
+    """The space's active columns over the training scans (`active_columns`); salient: over the
+    targets only, as nothing constrains the backgrounds' salient codes by reconstruction."""
+    return active_columns(train[train["role"] == "target"] if space == "salient" else train,
+                          space)
+
+
 def standardised(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Codes of `test` scaled with the training scans' mean and SD (both sets)."""
     return StandardScaler().fit(train[columns].to_numpy()).transform(test[columns].to_numpy())
@@ -97,8 +104,7 @@ def beyond_training(test: pd.DataFrame, train: pd.DataFrame) -> list[dict[str, A
     for space in SPACES:
         if not code_columns(test, space):
             continue
-        active = active_columns(train[train["role"] == "target"] if space == "salient"
-                                else train, space)
+        active = active_in_space(train, space)
         if not active or len(train) <= len(active):
             continue
         codes = train[active].to_numpy(np.float64)
@@ -123,9 +129,7 @@ def score_latents(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, Any]:
     for space in SPACES:
         if not code_columns(test, space):
             continue
-        # salient codes of backgrounds are not constrained by reconstruction: count targets only
-        active = active_columns(train[train["role"] == "target"] if space == "salient"
-                                else train, space)
+        active = active_in_space(train, space)
         result[space] = {"dimensions": len(code_columns(test, space)), "active": len(active)}
         if active:
             scaled = standardised(train, test, active)
