@@ -37,7 +37,6 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 log = logging.getLogger(__name__)
 START_VARIANCE = 0.01  # posterior variance of the initialised codes (their spread is 1)
 REPLICATION = 0.25  # share of a salient axis's contrast that must recur in held-out scans
-SHARE_SE = 3.0  # standard errors beyond which a coefficient of the pattern share is kept
 
 
 def contrastive_components(target: np.ndarray, background: np.ndarray, components: int,
@@ -116,25 +115,6 @@ def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray) -> np.ndarra
     """The rows [n, V] with their components along the orthonormal `axes` [V, k] about `centre`
     removed."""
     return rows - (rows - centre) @ axes @ axes.T
-
-
-def significant_share(shared: np.ndarray, salient: np.ndarray, threshold: float = SHARE_SE
-                      ) -> np.ndarray:
-    """K [k, Z]: how far the targets' shared codes [n, Z] move with their salient codes [n, k]
-    (least squares through 0, where both codes put the backgrounds' mean), keeping only the
-    coefficients beyond `threshold` standard errors; the others, sampling noise of large
-    healthy variation, are 0."""
-    n, k = salient.shape
-    if n <= k:
-        return np.zeros((k, shared.shape[1]))
-    inverse = np.linalg.pinv(salient.T @ salient)
-    coefficients = inverse @ salient.T @ shared
-    residual = ((shared - salient @ coefficients) ** 2).sum(0) / (n - k)  # [Z]
-    errors = np.sqrt(np.outer(np.diag(inverse), residual))
-    kept = np.abs(coefficients) > threshold * errors
-    log.info("the salient codes move the targets' shared codes: %d of %d coefficients beyond "
-             "%g standard errors", int(kept.sum()), kept.size, threshold)
-    return np.where(kept, coefficients, 0.0)
 
 
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
@@ -240,14 +220,6 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
         codes[:len(target), nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
                                                        nets.salient_dim)
-    if nets.pattern_share is not None and salient_axes.shape[1]:
-        kept = salient_axes.shape[1]
-        target_codes = codes[:len(target)]
-        share = significant_share(target_codes[:, :nets.shared_dim],
-                                  target_codes[:, nets.shared_dim:nets.shared_dim + kept])
-        nets.pattern_share[:kept] = torch.from_numpy(share)
-        target_codes[:, :nets.shared_dim] -= target_codes[:, nets.shared_dim:] @ \
-            nets.pattern_share.double().numpy()
     fitted = least_squares(codes, images, ridge)  # the decoder's linear images, jointly
     decoder.shared_linear.weight.copy_(torch.from_numpy(fitted[:nets.shared_dim]))
     decoder.salient_linear.weight.copy_(torch.from_numpy(fitted[nets.shared_dim:]))
