@@ -36,7 +36,11 @@ def aurocs(run: Path, split: str = "auto") -> tuple[float, float, float]:
     split = choose_split(datamodule, split)
     module = load_module(run / "checkpoints" / "best.ckpt").eval()
     cohort = find_cohort(datamodule.splits[split]["target"]["path"])
-    truth = pd.read_csv(cohort.ground_truth).set_index("subject_id")
+    truth = None if cohort is None else pd.read_csv(cohort.ground_truth).set_index("subject_id")
+    if truth is None or "twin_path" not in truth.columns:
+        raise SystemExit(f"{run}: its targets do not come from a synthetic cohort with healthy "
+                         "twins (neurocvae-synth's ground_truth.csv with a twin_path column), "
+                         "so there is nothing to compare the shared codes with")
     scans, less_pattern, twins, is_target = [], [], [], []
     for role in ("target", "background"):
         for batch in datamodule.input_batches(split, role):
