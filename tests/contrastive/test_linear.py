@@ -7,6 +7,7 @@ from neurocvae.contrastive.linear import (
     contrastive_pca,
     initialise_linear,
     replicated_components,
+    sparsest_completion,
 )
 from neurocvae.contrastive.nets import ContrastiveNets
 
@@ -15,15 +16,18 @@ SHAPE = (8, 8, 8)
 
 class PlantedVolumes:
     """The method of a ContrastiveDataModule that `initialise_linear` reads, over planted
-    volumes: backgrounds vary along 3 shared directions; targets too, plus severity × pattern."""
+    volumes: backgrounds vary along 3 shared directions; targets too, plus severity × pattern
+    (with `overlap`, the first shared direction also moves the pattern's voxels, so the local
+    pattern has a share along it)."""
 
-    def __init__(self, seed: int = 0, pattern: float = 0.03) -> None:
+    def __init__(self, seed: int = 0, pattern: float = 0.03, overlap: float = 0.0) -> None:
         rng = np.random.default_rng(seed)
         voxels = int(np.prod(SHAPE))
         self.template = rng.uniform(0.2, 0.8, voxels)
         shared = rng.normal(0, 1, (3, voxels)) * 0.05
         self.pattern = np.zeros(voxels)
         self.pattern[:20] = pattern
+        shared[0, :20] += overlap  # a healthy direction that also moves the pattern's voxels
         self.severity = rng.uniform(0.5, 1.5, 60)
 
         def scans(n: int, extra: np.ndarray) -> np.ndarray:
@@ -31,8 +35,10 @@ class PlantedVolumes:
             noise = rng.normal(0, 0.002, (n, voxels))
             return self.template + factors @ shared + noise + extra
 
-        self.volumes = {"target": scans(60, self.severity[:, None] * self.pattern),
+        healthy = scans(60, 0)
+        self.volumes = {"target": healthy + self.severity[:, None] * self.pattern,
                         "background": scans(60, 0)}
+        self.twins = healthy  # each target without its pattern
 
     def input_batches(self, split: str, role: str):
         images = torch.tensor(self.volumes[role], dtype=torch.float32).view(-1, 1, *SHAPE)
@@ -100,3 +106,51 @@ def test_without_a_target_only_pattern_the_salient_space_starts_silent():
         mu, logvar = nets.eval().salient_encoder(targets)
     assert mu.abs().max() == 0 and logvar.abs().max() == 0
     assert nets.decoder.salient_linear.weight.abs().max() == 0
+
+
+def test_the_sparsest_completion_restores_a_local_pattern_seen_outside_healthy_directions():
+    rng = np.random.default_rng(0)
+    healthy, _ = np.linalg.qr(rng.normal(0, 1, (512, 8)))  # dense healthy directions
+    pattern = np.zeros(512)
+    pattern[100:120] = 1.0
+    seen = pattern - healthy @ (healthy.T @ pattern)  # what contrastive PCA sees of it
+    completed = sparsest_completion(seen, healthy)
+    assert np.abs(completed - pattern).max() < 1e-3 * np.abs(pattern).max()
+    assert np.allclose(completed - healthy @ (healthy.T @ completed), seen)
+
+
+def test_a_pattern_that_moves_a_healthy_direction_stays_out_of_the_targets_shared_code():
+    """With `pattern_share`, a target's shared code is the encoder's less what its salient code
+    moves it by: it stays where its healthy twin's is, a background's is the encoder's, and the
+    salient image carries the whole pattern, its healthy-direction share included."""
+    data = PlantedVolumes(pattern=0.3, overlap=0.3)
+    targets = torch.tensor(data.volumes["target"], dtype=torch.float32).view(-1, 1, *SHAPE)
+    backgrounds = torch.tensor(data.volumes["background"],
+                               dtype=torch.float32).view(-1, 1, *SHAPE)
+
+    def initialised(pattern_share: bool) -> ContrastiveNets:
+        nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2,
+                               decoder="additive", projection_voxels=512, channels=(4, 8),
+                               hidden=16, norm="group", output="none",
+                               pattern_share=pattern_share)
+        initialise_linear(nets, data)
+        return nets.eval()
+
+    def shift(shared: torch.Tensor, nets: ContrastiveNets) -> float:
+        """Mean squared distance of the targets' shared codes from their twins'."""
+        return float((shared - nets.code_means(twins, "background")[0]).square().sum(1).mean())
+
+    twins = torch.tensor(data.twins, dtype=torch.float32).view(-1, 1, *SHAPE)
+    with torch.no_grad():
+        plain, corrected = initialised(False), initialised(True)
+        leaked = shift(plain.code_means(targets)[0], plain)
+        shared, salient = corrected.code_means(targets)
+        assert leaked > 0.1 and shift(shared, corrected) < 0.3 * leaked
+        assert torch.equal(corrected.code_means(backgrounds, "background")[0],
+                           corrected.shared_encoder(backgrounds)[0])
+        pattern = (corrected.decode(shared, salient) - corrected.decode(shared)).flatten(1)
+        residual = ((corrected.decode(shared, salient) - targets) ** 2).sum()
+    fitted = pattern.numpy() @ data.pattern / (data.pattern @ data.pattern)
+    assert np.corrcoef(fitted, data.severity)[0, 1] > 0.95
+    assert abs(np.median(fitted / data.severity) - 1) < 0.2  # the whole pattern, not a part
+    assert 1 - residual / ((targets - targets.mean(0)) ** 2).sum() > 0.9

@@ -1,6 +1,6 @@
 """The encoders of a trained contrastive model as one graph, for ONNX export
 (`neurocvae.data.export`): preprocessed volumes [B, 1, X, Y, Z] → code means `shared` [B, Z]
-and `salient` [B, S]."""
+and `salient` [B, S], each scan read as a target (`ContrastiveNets.code_means`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from neurocvae.contrastive.module import ContrastiveModule
+from neurocvae.contrastive.nets import less_pattern_share
 from neurocvae.data.export import ModelInputs
 from neurocvae.data.volumes import MinMax
 
@@ -25,7 +26,10 @@ class CodeMeans(nn.Module):
         self.inputs = ModelInputs(minmax)
         self.shared_encoder = copy.deepcopy(module.nets.shared_encoder).cpu()
         self.salient_encoder = copy.deepcopy(module.nets.salient_encoder).cpu()
+        share = module.nets.pattern_share
+        self.register_buffer("pattern_share", None if share is None else share.detach().cpu())
 
     def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.inputs(volume)
-        return self.shared_encoder(x)[0], self.salient_encoder(x)[0]
+        salient = self.salient_encoder(x)[0]
+        return less_pattern_share(self.shared_encoder(x)[0], salient, self.pattern_share), salient

@@ -26,14 +26,15 @@ def code_columns(table: pd.DataFrame, space: str) -> list[str]:
 
 
 @torch.no_grad()
-def encode_batches(module: ContrastiveModule, batches: Iterable[dict[str, Any]]
-                   ) -> tuple[list[str], pd.DataFrame]:
+def encode_batches(module: ContrastiveModule, batches: Iterable[dict[str, Any]],
+                   role: str = "target") -> tuple[list[str], pd.DataFrame]:
     """The subject ids of batches of model inputs (`image` [B, 1, X, Y, Z], `subject_id`) and
-    one row per scan of their shared (`shared_0…`) and salient (`salient_0…`) code means."""
+    one row per scan of their shared (`shared_0…`) and salient (`salient_0…`) code means,
+    read as `role` scans (`ContrastiveModule.latent_representation`)."""
     module.eval()
     shared, salient, ids = [], [], []
     for batch in batches:
-        z, s = module.latent_representation(batch["image"].to(module.device))
+        z, s = module.latent_representation(batch["image"].to(module.device), role)
         shared.append(z.float().cpu().numpy())
         salient.append(s.float().cpu().numpy())
         ids += list(batch["subject_id"])
@@ -47,7 +48,7 @@ def encode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
                  role: str = "target") -> pd.DataFrame:
     """One row per `role` scan of `split`: subject_id, group, age, sex, site (and brain_age,
     bag when the table has them), role, then the code means (`encode_batches`)."""
-    ids, codes = encode_batches(module, datamodule.input_batches(split, role))
+    ids, codes = encode_batches(module, datamodule.input_batches(split, role), role)
     rows = datamodule.splits[split][role].set_index("subject_id").loc[ids].reset_index()
     table = rows[known_columns(rows)].assign(role=role)
     return pd.concat([table, codes], axis=1)

@@ -117,6 +117,34 @@ def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray) -> np.ndarra
     return rows - (rows - centre) @ axes @ axes.T
 
 
+def sparsest_completion(axis: np.ndarray, healthy_axes: np.ndarray, *, iterations: int = 100
+                        ) -> np.ndarray:
+    """The image [V] of least L1 norm that equals `axis` [V] outside the orthonormal
+    `healthy_axes` [V, h]: axis + H·c, c by iteratively reweighted least squares. A local
+    pattern seen only outside the directions healthy scans vary in (as contrastive PCA sees it)
+    is spread over the whole image; adding back its share along those directions makes it
+    local again, and the sparsest completion finds that share."""
+    c = np.zeros(healthy_axes.shape[1])
+    for _ in range(iterations):
+        residual = np.abs(axis + healthy_axes @ c)
+        weights = 1 / np.maximum(residual, 1e-3 * residual.max())
+        gram = healthy_axes.T @ (weights[:, None] * healthy_axes)
+        c = -np.linalg.solve(gram, healthy_axes.T @ (weights * axis))
+    return axis + healthy_axes @ c
+
+
+def pattern_share(salient_weights: np.ndarray, shared_weights: np.ndarray,
+                  healthy_axes: np.ndarray) -> np.ndarray:
+    """K [k, Z]: how far a scan's shared code (its projection, weights [Z, V]) moves per unit
+    of salient code (weights [k, V], each outside `healthy_axes` [V, h]) when the scan carries
+    the salient pattern, taken as each salient axis's `sparsest_completion`."""
+    share = np.zeros((len(salient_weights), len(shared_weights)))
+    for j, weights in enumerate(salient_weights):
+        pattern = sparsest_completion(weights / np.linalg.norm(weights), healthy_axes)
+        share[j] = shared_weights @ pattern / (weights @ pattern)
+    return share
+
+
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
     """The top `components` principal axes [V, k] of the rows [n, V] (k ≤ n − 1)."""
     centred = rows - rows.mean(0)
@@ -220,6 +248,15 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
         codes[:len(target), nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
                                                        nets.salient_dim)
+    if nets.pattern_share is not None and salient_axes.shape[1]:
+        share = pattern_share(
+            nets.salient_encoder.linear.weight[:salient_axes.shape[1]].double().numpy(),
+            nets.shared_encoder.linear.weight.double().numpy(), background_axes)
+        nets.pattern_share[:len(share)] = torch.from_numpy(share)
+        codes[:len(target), :nets.shared_dim] -= (codes[:len(target), nets.shared_dim:]
+                                                  @ nets.pattern_share.double().numpy())
+        log.info("pattern share: the salient patterns move the shared code by %s per unit",
+                 ", ".join(f"{n:.3g}" for n in np.linalg.norm(share, axis=1)))
     fitted = least_squares(codes, images, ridge)  # the decoder's linear images, jointly
     decoder.shared_linear.weight.copy_(torch.from_numpy(fitted[:nets.shared_dim]))
     decoder.salient_linear.weight.copy_(torch.from_numpy(fitted[nets.shared_dim:]))

@@ -169,13 +169,16 @@ class ContrastiveModule(pl.LightningModule):
     def forward_pass(self, target: torch.Tensor, background: torch.Tensor, *,
                      draws: torch.Generator | None) -> ForwardPass:
         """Encode both sets (one call per encoder, so normalisation sees both) and decode
-        targets from [z ‖ s] and backgrounds from [z ‖ 0]; codes are sampled with the
+        targets from [z ‖ s] (their shared means less their pattern share,
+        `ContrastiveNets.target_shared`) and backgrounds from [z ‖ 0]; codes are sampled with the
         generator `draws`, or are the means when it is None."""
         n = len(target)
         both = torch.cat([target, background]).contiguous(memory_format=self.layout)
         penalised = self.hparams.background_salient != "none"
         salient_mu, salient_logvar = self.nets.salient_encoder(both if penalised else both[:n])
         shared_mu, shared_logvar = self.nets.shared_encoder(both)
+        shared_mu = torch.cat([self.nets.target_shared(shared_mu[:n], salient_mu[:n]),
+                               shared_mu[n:]])
         salient = self._code(salient_mu, salient_logvar, draws)
         shared = self._code(shared_mu, shared_logvar, draws)
         slot = torch.cat([salient[:n], salient.new_zeros(n, self.nets.salient_dim)])
@@ -184,10 +187,11 @@ class ContrastiveModule(pl.LightningModule):
                     reconstruction)
 
     @torch.no_grad()
-    def latent_representation(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means of the shared [B, Z] and salient [B, S] codes of images [B, 1, X, Y, Z]."""
-        images = images.contiguous(memory_format=self.layout)
-        return self.nets.shared_encoder(images)[0], self.nets.salient_encoder(images)[0]
+    def latent_representation(self, images: torch.Tensor, role: str = "target"
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means of the shared [B, Z] and salient [B, S] codes of images [B, 1, X, Y, Z], read
+        as `role` scans (`ContrastiveNets.code_means`)."""
+        return self.nets.code_means(images.contiguous(memory_format=self.layout), role)
 
     # --- the loss -------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from torch import nn
 NORMS = ("batch", "group", "instance", None)
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU}
 Shape = tuple[int, int, int]
+ROLES = ("target", "background")
 
 
 def halved(shape: Sequence[int]) -> Shape:
@@ -265,6 +266,12 @@ class AdditiveDecoder(nn.Module):
         return image
 
 
+def less_pattern_share(shared: torch.Tensor, salient: torch.Tensor,
+                       share: torch.Tensor | None) -> torch.Tensor:
+    """shared [B, Z] − salient [B, S] · share [S, Z] (shared unchanged when share is None)."""
+    return shared if share is None else shared - salient @ share
+
+
 class ContrastiveNets(nn.Module):
     """A salient encoder (targets), a shared encoder (both sets) and one decoder.
 
@@ -275,6 +282,12 @@ class ContrastiveNets(nn.Module):
     `output_norm` and `output` do not apply). `linear_voxels` sets the coarse grid of the
     decoder's linear images (`linear_stride`); `projection_voxels` (None: none) gives each
     encoder a fixed linear projection (`LinearCode`) on a grid of at most that many voxels.
+
+    `pattern_share` gives the targets their own shared code: the shared encoder's less what
+    their salient code moves it by, z = μ_z(x) − μ_s(x)·K (`target_shared`; K [S, Z] a buffer,
+    zero until set by the linear start). A target pattern that also moves a scan along
+    directions healthy scans vary in then shows in the salient code, not in the shared one.
+    Backgrounds are decoded from s = 0, so their shared code is the encoder's.
     """
 
     def __init__(self, *, input_shape: Sequence[int], shared_dim: int = 32, salient_dim: int = 32,
@@ -282,7 +295,8 @@ class ContrastiveNets(nn.Module):
                  hidden: int | None = 128, bottleneck_channels: int | None = None,
                  norm: str | None = "batch", activation: str = "relu", output_norm: bool = False,
                  output: str = "sigmoid", logvar_limit: float = 10.0, decoder: str = "conv",
-                 linear_voxels: int = 131_072, projection_voxels: int | None = None) -> None:
+                 linear_voxels: int = 131_072, projection_voxels: int | None = None,
+                 pattern_share: bool = False) -> None:
         super().__init__()
         if decoder not in ("conv", "additive"):
             raise ValueError(f"decoder={decoder!r}: expected 'conv' or 'additive'")
@@ -300,6 +314,8 @@ class ContrastiveNets(nn.Module):
                                 else NoCode(stochastic))
         self.shared_encoder = (Encoder(latent_dim=shared_dim, **common) if shared_dim
                                else NoCode(stochastic))
+        self.register_buffer("pattern_share", torch.zeros(salient_dim, shared_dim)
+                             if pattern_share and salient_dim and shared_dim else None)
         if decoder == "additive":
             self.decoder = AdditiveDecoder(output_shape=input_shape, shared_dim=shared_dim,
                                            salient_dim=salient_dim, linear_stride=stride,
@@ -307,6 +323,21 @@ class ContrastiveNets(nn.Module):
         else:
             self.decoder = Decoder(output_shape=input_shape, latent_dim=shared_dim + salient_dim,
                                    output_norm=output_norm, output=output, **conv)
+
+    def target_shared(self, shared: torch.Tensor, salient: torch.Tensor) -> torch.Tensor:
+        """Targets' shared code means [B, Z] from the shared encoder's [B, Z] and the salient
+        code means [B, S] (`pattern_share`)."""
+        return less_pattern_share(shared, salient, self.pattern_share)
+
+    def code_means(self, images: torch.Tensor, role: str = "target"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared [B, Z] and salient [B, S] code means of images [B, 1, X, Y, Z] read as
+        `role` scans: "target" (a scan that may carry the pattern, also any new scan) or
+        "background" (a healthy scan, decoded from s = 0)."""
+        if role not in ROLES:
+            raise ValueError(f"role={role!r}: expected one of {ROLES}")
+        shared, salient = self.shared_encoder(images)[0], self.salient_encoder(images)[0]
+        return (self.target_shared(shared, salient) if role == "target" else shared), salient
 
     def decode(self, shared: torch.Tensor, salient: torch.Tensor | None = None) -> torch.Tensor:
         """Volumes [B, 1, X, Y, Z] from shared [B, Z] and salient [B, S] codes (None: zeros)."""

@@ -90,7 +90,7 @@ def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
         groups = datamodule.splits[split][role].set_index("subject_id")["group"]
         for batch in datamodule.input_batches(split, role):
             images = batch["image"].to(module.device)
-            shared, salient = module.latent_representation(images)
+            shared, salient = module.latent_representation(images, role)
             counterfactual = _numpy(module.nets.decode(shared))
             full = _numpy(module.nets.decode(shared, salient)) if role == "target" \
                 else counterfactual
