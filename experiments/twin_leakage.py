@@ -44,7 +44,7 @@ def aurocs(run: Path, split: str = "auto") -> tuple[float, float, float]:
     scans, less_pattern, twins, is_target = [], [], [], []
     for role in ("target", "background"):
         for batch in datamodule.input_batches(split, role):
-            shared, salient = module.latent_representation(batch["image"])
+            shared, salient = module.latent_representation(batch["image"], role)
             scans.append(shared.numpy())
             if role == "target":
                 pattern = (module.nets.decode(shared, salient) - module.nets.decode(shared))

@@ -6,11 +6,11 @@ RUN: a `neurocvae-train` run folder (e.g. a benchmark's `runs/cvae/seed0`). For 
 the test split, the squared residual of the model's reconstruction (targets D([z, s]),
 backgrounds D([z, 0]), as `neurocvae-eval`'s variance explained) and of a 10-component PCA of
 the training scans (the benchmark's baseline), with the scan's own variance about the training
-mean. `with_salient` is the model's residual with every scan decoded from D([z, s]),
-backgrounds included: how much of the model's residual is its refusal to explain a control with
-salient images. Writes a table of each run's VE with and without the scans that make most of
-the difference, and the scans with the largest gaps (the planted truth beside them when the
-cohort has one).
+mean. `with_salient` is the model's residual with every scan read as a target and decoded
+from D([z, s]), backgrounds included: how much of the model's residual is its refusal to
+explain a control with salient images. Writes a table of each run's VE with and without the
+scans that make most of the difference, and the scans with the largest gaps (the planted truth
+beside them when the cohort has one).
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def residuals(run: Path, split: str = "test") -> pd.DataFrame:
     for role in ("target", "background"):
         for batch in datamodule.input_batches(split, role):
             images = batch["image"]
-            shared, salient = module.latent_representation(images)
+            shared, salient = module.latent_representation(images)  # read as a target
             full = module.nets.decode(shared, salient).flatten(1).numpy()
-            model = full if role == "target" else module.nets.decode(shared).flatten(1).numpy()
+            model = full if role == "target" else module.nets.decode(
+                module.latent_representation(images, role)[0]).flatten(1).numpy()
             x = images.flatten(1).numpy()
             linear = pca.inverse_transform(pca.transform(x))
             for i, subject in enumerate(batch["subject_id"]):
@@ -93,7 +94,8 @@ def main() -> None:
             "Command: `" + " ".join(["python experiments/ve_by_scan.py",
                                      *map(str, args.runs), "--out", str(args.out)]) + "`", "",
             "VE = 1 − Σ‖x − x̂‖² / Σ‖x − x̄_train‖² over the test scans (model: targets from "
-            "D([z, s]), backgrounds from D([z, 0]); with_salient: every scan from D([z, s]); "
+            "D([z, s]), backgrounds from D([z, 0]); with_salient: every scan read as a target, "
+            "from D([z, s]); "
             "pca: 10 components of the training scans). "
             "`its_share_of_the_gap`: the scan's model − PCA residual over the summed one (above "
             "1: the model beats PCA on the other scans together).", "",
