@@ -63,7 +63,7 @@ def test_new_scans_are_encoded_as_in_evaluation_and_mapped_into_their_own_space(
     new_table["path"] = [str(new / p) for p in new_table["path"]]
     new_table["subject_id"] = "new-" + new_table["subject_id"]  # ids of their own
     las = las_copy(Path(new_table["path"].iloc[0]), tmp_path / "las.nii.gz")
-    seen = evaluated[["subject_id", "group", "age"]].merge(
+    seen = evaluated[["subject_id", "group", "age", "role"]].merge(
         pd.read_csv(finished / "cohort" / "manifest.csv")[["subject_id", "path"]])
     seen["path"] = [str(finished / "cohort" / p) for p in seen["path"]]
     scans = pd.concat([seen, new_table[["subject_id", "group", "age", "path"]],
@@ -115,6 +115,15 @@ def test_a_checkpoint_copied_alone_reads_scans_as_its_run_did(finished, tmp_path
     columns = [c for c in evaluated.columns if c.startswith(("shared_", "salient_"))]
     np.testing.assert_allclose(codes[columns].to_numpy(), evaluated[columns].to_numpy(),
                                rtol=1e-5, atol=1e-6)
+    # backgrounds are read as backgrounds where the table says so, as in evaluation
+    backgrounds = pd.read_csv(run / "eval" / "latents.csv").query("role == 'background'").head(3)
+    table = backgrounds[["subject_id", "role"]].assign(path=[
+        str(finished / "cohort" / p) for p in pd.read_csv(finished / "cohort" / "manifest.csv")
+        .set_index("subject_id").loc[backgrounds["subject_id"], "path"]])
+    np.testing.assert_allclose(model.encode(table)[columns].to_numpy(),
+                               backgrounds[columns].to_numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="row 2 of the scans, column 'role': 'control'"):
+        model.encode(table.assign(role=["background", "control", "target"]))
     maps = model.salient_maps([finished / "cohort" / paths.iloc[0]])
     assert maps[0].shape == model.shape
     np.testing.assert_allclose(maps[0].affine, model.affine)

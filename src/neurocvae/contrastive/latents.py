@@ -30,11 +30,13 @@ def encode_batches(module: ContrastiveModule, batches: Iterable[dict[str, Any]],
                    role: str = "target") -> tuple[list[str], pd.DataFrame]:
     """The subject ids of batches of model inputs (`image` [B, 1, X, Y, Z], `subject_id`) and
     one row per scan of their shared (`shared_0…`) and salient (`salient_0…`) code means,
-    read as `role` scans (`ContrastiveModule.latent_representation`)."""
+    read as `role` scans, or as the batch's own `role` list where it has one
+    (`ContrastiveModule.latent_representation`)."""
     module.eval()
     shared, salient, ids = [], [], []
     for batch in batches:
-        z, s = module.latent_representation(batch["image"].to(module.device), role)
+        z, s = module.latent_representation(batch["image"].to(module.device),
+                                            batch.get("role", role))
         shared.append(z.float().cpu().numpy())
         salient.append(s.float().cpu().numpy())
         ids += list(batch["subject_id"])

@@ -4,7 +4,8 @@ the decoder's images.
 
 With them the untrained `AdditiveDecoder` nets are already a linear contrastive model:
 
-    μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the top principal axes of all scans, ⟂ P_s)
+    μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the top principal axes of all scans, ⟂ P_s;
+                                       a target's less μ_s(x)·K, see below)
     μ_s(x) = P_s (x − m_bg) / σ_s     (P_s the top axes of M_target − α·C_background)
     D([z ‖ s]) = T + L_z z + L_s s    (L_z, L_s by least squares over the training scans,
                                        backgrounds with s = 0)
@@ -21,6 +22,17 @@ directions, and from targets and backgrounds alike. σ scales the codes to unit 
 the training scans. The encoders keep P as a fixed projection (`LinearCode`); training then
 adapts the convolutions and the decoder. Volumes [n, V] are the model inputs average-pooled
 to the projections' coarse grid.
+
+A local pattern also moves a scan along directions healthy scans vary in, where P_z sees it
+and P_s, outside them, does not. With nets that have a `pattern_share`, a target's shared code
+is μ_z(x) − μ_s(x)·K, K [S, Z] what one unit of each salient code moves the shared code by.
+K comes from each salient axis made local again: contrastive PCA sees only the pattern's part
+outside the healthy axes, spread over the whole image, and adding back the share along them
+that makes the image sparsest (least L1 norm) restores the local pattern
+(`sparsest_completion`). Regressing the targets' shared codes on their salient codes instead
+would also pick up the healthy variation the salient codes follow (head size, groups that age
+faster). The decoder's images are then fitted with the targets' corrected codes, so that L_s
+holds the whole pattern.
 """
 
 from __future__ import annotations

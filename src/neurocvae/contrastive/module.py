@@ -37,7 +37,7 @@ not move with β or γ: it is the quantity early stopping and the best checkpoin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,7 +187,7 @@ class ContrastiveModule(pl.LightningModule):
                     reconstruction)
 
     @torch.no_grad()
-    def latent_representation(self, images: torch.Tensor, role: str = "target"
+    def latent_representation(self, images: torch.Tensor, role: str | Sequence[str] = "target"
                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Means of the shared [B, Z] and salient [B, S] codes of images [B, 1, X, Y, Z], read
         as `role` scans (`ContrastiveNets.code_means`)."""

@@ -31,10 +31,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from neurocvae.data.scans import ROLES
+
 NORMS = ("batch", "group", "instance", None)
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU}
 Shape = tuple[int, int, int]
-ROLES = ("target", "background")
 
 
 def halved(shape: Sequence[int]) -> Shape:
@@ -329,15 +330,18 @@ class ContrastiveNets(nn.Module):
         code means [B, S] (`pattern_share`)."""
         return less_pattern_share(shared, salient, self.pattern_share)
 
-    def code_means(self, images: torch.Tensor, role: str = "target"
+    def code_means(self, images: torch.Tensor, role: str | Sequence[str] = "target"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The shared [B, Z] and salient [B, S] code means of images [B, 1, X, Y, Z] read as
-        `role` scans: "target" (a scan that may carry the pattern, also any new scan) or
-        "background" (a healthy scan, decoded from s = 0)."""
-        if role not in ROLES:
-            raise ValueError(f"role={role!r}: expected one of {ROLES}")
+        `role` scans (one for all, or one per scan): "target" (a scan that may carry the
+        pattern, also any new scan) or "background" (a healthy scan, decoded from s = 0)."""
+        roles = [role] * len(images) if isinstance(role, str) else list(role)
+        if unknown := sorted(set(roles) - set(ROLES)):
+            raise ValueError(f"role {unknown[0]!r}: expected one of {', '.join(ROLES)}")
         shared, salient = self.shared_encoder(images)[0], self.salient_encoder(images)[0]
-        return (self.target_shared(shared, salient) if role == "target" else shared), salient
+        as_target = torch.tensor([r == "target" for r in roles], device=shared.device)
+        return torch.where(as_target[:, None], self.target_shared(shared, salient),
+                           shared), salient
 
     def decode(self, shared: torch.Tensor, salient: torch.Tensor | None = None) -> torch.Tensor:
         """Volumes [B, 1, X, Y, Z] from shared [B, Z] and salient [B, S] codes (None: zeros)."""

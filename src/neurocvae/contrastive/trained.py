@@ -88,7 +88,8 @@ class TrainedModel:
 
     def encode(self, scans: Scans) -> pd.DataFrame:
         """One row per scan: the table's columns, then the means of the shared (`shared_0…`)
-        and salient (`salient_0…`) codes."""
+        and salient (`salient_0…`) codes, each scan read as its `role` column says, or as a
+        target (one that may carry the pattern) without one (`ContrastiveNets.code_means`)."""
         table = scans_table(scans)
         _, codes = encode_batches(self.module, self.reader.batches(table, "encoding"))
         return pd.concat([table, codes], axis=1)
@@ -105,16 +106,18 @@ class TrainedModel:
         table = scans_table(scans)
         rows = table.iterrows()
         for batch in self.reader.batches(table, f"decoding ({kind})"):
-            decoded = self._decode(batch["image"], kind)
+            decoded = self._decode(batch["image"], batch["role"], kind)
             for volume, affine in zip(decoded, batch["affine"], strict=True):
                 _, row = next(rows)
                 image = nib.Nifti1Image(volume, affine)
                 yield row, (to_native(image, row["path"]) if native else image)
 
-    def _decode(self, images: torch.Tensor, kind: str) -> np.ndarray:
-        """[B, X, Y, Z] float32 decoded volumes of model inputs [B, 1, X, Y, Z]."""
+    def _decode(self, images: torch.Tensor, roles: list[str], kind: str) -> np.ndarray:
+        """[B, X, Y, Z] float32 decoded volumes of model inputs [B, 1, X, Y, Z], each read as
+        its role's scan."""
         nets = self.module.nets
-        shared, salient = self.module.latent_representation(images.to(self.module.device))
+        shared, salient = self.module.latent_representation(images.to(self.module.device),
+                                                            roles)
         if kind == "reconstruction":
             out = nets.decode(shared, salient)
         elif kind == "counterfactual":

@@ -26,14 +26,30 @@ from neurocvae.errors import InputError
 from neurocvae.progress import progress
 
 Scans = str | Path | pd.DataFrame | Sequence[str | Path]
+ROLES = ("target", "background")  # a scan that may carry the salient pattern, a healthy one
 
 
 def scans_table(scans: Scans) -> pd.DataFrame:
     """`scans` as a cohort table with absolute paths: a CSV table or a folder (read and checked
     like any cohort table, ages and groups optional), a DataFrame with a `path` column, or a
-    list of paths (subject ids: the file names without their suffix)."""
+    list of paths (subject ids: the file names without their suffix). An optional `role`
+    column says how the contrastive model reads each scan (`ROLES`; "target" without one)."""
     if isinstance(scans, str | Path):
-        return read_manifest(scans, labelled=False)
+        table = read_manifest(scans, labelled=False)
+    else:
+        table = _listed_scans(scans)
+    if "role" in table.columns:
+        wrong = table.index[~table["role"].isin(ROLES)]
+        if len(wrong):
+            raise InputError(f"row {wrong[0] + 1} of the scans, column 'role': "
+                             f"{table['role'][wrong[0]]!r}; expected one of {', '.join(ROLES)} "
+                             "(how the contrastive model reads the scan)")
+    return table
+
+
+def _listed_scans(scans: pd.DataFrame | Sequence[str | Path]) -> pd.DataFrame:
+    """A DataFrame with a `path` column, or a list of paths, as a table with absolute paths
+    and subject ids."""
     if isinstance(scans, pd.DataFrame):
         if "path" not in scans.columns:
             raise InputError(f"a table of scans needs a 'path' column (found "
@@ -99,7 +115,7 @@ class ScanReader:
     def batches(self, table: pd.DataFrame, description: str = "reading scans"
                 ) -> Iterator[dict[str, Any]]:
         """Batches of `batch_size` model inputs: `image` [B, 1, X, Y, Z], `subject_id`,
-        `path`, `affine` (one [4, 4] per scan)."""
+        `path`, `affine` (one [4, 4] per scan) and `role` (the table's, or "target")."""
         scans = iter(one_by_one(_ReadScans(self, table["path"].tolist()), self.num_workers))
         with progress(description, len(table), shown=self.show_progress) as advance:
             for start in range(0, len(table), self.batch_size):
@@ -110,7 +126,9 @@ class ScanReader:
                     raise InputError(problem)
                 yield {"image": torch.stack([image for image, _, _ in read]),
                        "subject_id": rows["subject_id"].tolist(), "path": rows["path"].tolist(),
-                       "affine": [affine for _, affine, _ in read]}
+                       "affine": [affine for _, affine, _ in read],
+                       "role": (rows["role"].tolist() if "role" in rows.columns
+                                else ["target"] * len(rows))}
                 advance(len(rows))
 
 
