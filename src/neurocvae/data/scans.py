@@ -33,12 +33,14 @@ def scans_table(scans: Scans) -> pd.DataFrame:
     """`scans` as a cohort table with absolute paths: a CSV table or a folder (read and checked
     like any cohort table, ages and groups optional), a DataFrame with a `path` column, or a
     list of paths (subject ids: the file names without their suffix). An optional `role`
-    column says how the contrastive model reads each scan (`ROLES`; "target" without one)."""
+    column says how the contrastive model reads each scan (`ROLES`; "target" without one, or
+    where its cell is empty)."""
     if isinstance(scans, str | Path):
         table = read_manifest(scans, labelled=False)
     else:
         table = _listed_scans(scans)
-    if "role" in table.columns:
+    if "role" in table.columns:  # an empty cell: the default, a target
+        table["role"] = table["role"].fillna("target").replace("", "target")
         wrong = table.index[~table["role"].isin(ROLES)]
         if len(wrong):
             raise InputError(f"row {wrong[0] + 1} of the scans, column 'role': "
