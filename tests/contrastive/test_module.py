@@ -6,8 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from neurocvae.contrastive.build import build_module, load_module
-from neurocvae.errors import TrainingDiverged
+from neurocvae.contrastive.build import build_module, load_module, module_from
+from neurocvae.errors import InputError, TrainingDiverged
 from neurocvae.runs import draw_seed
 from tests.conftest import compose_config
 
@@ -205,3 +205,18 @@ def test_random_draws_differ_between_ranks_and_batches_and_repeat_on_resume():
     permutations = {rank: torch.randperm(8, generator=torch.Generator().manual_seed(
         draw_seed(42, rank, 0))).tolist() for rank in range(4)}
     assert len({tuple(p) for p in permutations.values()}) == 4  # each rank permutes its own way
+
+
+def test_a_checkpoint_another_version_wrote_is_refused_with_its_name():
+    model = module()
+    state = {"hyper_parameters": {"config": model.hparams.config},
+             "state_dict": model.state_dict()}
+    assert isinstance(module_from(state), type(model))
+    unknown = {**state, "hyper_parameters": {"config": {
+        **model.hparams.config, "arch": {**model.hparams.config["arch"], "newer_option": True}}}}
+    with pytest.raises(InputError, match=r"old\.ckpt: this version .*newer_option"):
+        module_from(unknown, "old.ckpt")
+    weights = dict(state["state_dict"])
+    weights.pop(next(iter(weights)))
+    with pytest.raises(InputError, match=r"old\.ckpt: .*Missing key"):
+        module_from({**state, "state_dict": weights}, "old.ckpt")

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from neurocvae.contrastive.module import ContrastiveModule
@@ -53,11 +54,19 @@ def read_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
     return state
 
 
-def module_from(state: dict[str, Any]) -> ContrastiveModule:
-    """The trained model of checkpoint contents (`read_checkpoint`), in eval mode."""
+def module_from(state: dict[str, Any], source: str | Path = "the checkpoint"
+                ) -> ContrastiveModule:
+    """The trained model of checkpoint contents (`read_checkpoint`, read from `source`), in
+    eval mode."""
     config = state["hyper_parameters"]["config"]
-    module = build_module(config, config["input_shape"])
-    module.load_state_dict(state["state_dict"])
+    try:
+        module = build_module(config, config["input_shape"])
+        module.load_state_dict(state["state_dict"])
+    except (InstantiationException, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:400]
+        raise InputError(f"{source}: this version of neurocvae cannot rebuild its model, "
+                         f"probably written by another version ({reason}); load it with the "
+                         "version that trained it") from error
     module.on_load_checkpoint(state)
     return module.eval()
 
@@ -65,4 +74,4 @@ def module_from(state: dict[str, Any]) -> ContrastiveModule:
 def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
                 ) -> ContrastiveModule:
     """The trained model of a `neurocvae-train` checkpoint, in eval mode."""
-    return module_from(read_checkpoint(checkpoint)).to(map_location)
+    return module_from(read_checkpoint(checkpoint), checkpoint).to(map_location)

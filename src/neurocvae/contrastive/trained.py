@@ -64,7 +64,7 @@ class TrainedModel:
         source = Path(source)
         path = run_checkpoint(source, checkpoint) if source.is_dir() else source
         state = read_checkpoint(path)
-        module = module_from(state).to(device)
+        module = module_from(state, path).to(device)
         reader = ScanReader.from_state(state.get("ContrastiveDataModule"), path,
                                        shape=module.nets.input_shape, batch_size=batch_size)
         return cls(module=module, reader=reader, checkpoint=path)
