@@ -45,10 +45,10 @@ def residuals(run: Path, split: str = "test") -> pd.DataFrame:
     for role in ("target", "background"):
         for batch in datamodule.input_batches(split, role):
             images = batch["image"]
-            shared, salient = module.latent_representation(images)  # read as a target
-            full = module.nets.decode(shared, salient).flatten(1).numpy()
-            model = full if role == "target" else module.nets.decode(
-                module.latent_representation(images, role)[0]).flatten(1).numpy()
+            shared, salient = module.latent_representation(images, "background")
+            as_target = module.nets.target_shared(shared, salient)  # every scan read as a target
+            full = module.nets.decode(as_target, salient).flatten(1).numpy()
+            model = full if role == "target" else module.nets.decode(shared).flatten(1).numpy()
             x = images.flatten(1).numpy()
             linear = pca.inverse_transform(pca.transform(x))
             for i, subject in enumerate(batch["subject_id"]):
