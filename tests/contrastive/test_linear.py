@@ -18,9 +18,11 @@ class PlantedVolumes:
     """The method of a ContrastiveDataModule that `initialise_linear` reads, over planted
     volumes: backgrounds vary along 3 shared directions; targets too, plus severity × pattern
     (with `overlap`, the first shared direction also moves the pattern's voxels, so the local
-    pattern has a share along it)."""
+    pattern has a share along it; with `detail`, the third is a voxel checkerboard, which
+    vanishes on any coarser grid)."""
 
-    def __init__(self, seed: int = 0, pattern: float = 0.03, overlap: float = 0.0) -> None:
+    def __init__(self, seed: int = 0, pattern: float = 0.03, overlap: float = 0.0,
+                 detail: bool = False) -> None:
         rng = np.random.default_rng(seed)
         voxels = int(np.prod(SHAPE))
         self.template = rng.uniform(0.2, 0.8, voxels)
@@ -28,6 +30,8 @@ class PlantedVolumes:
         self.pattern = np.zeros(voxels)
         self.pattern[:20] = pattern
         shared[0, :20] += overlap  # a healthy direction that also moves the pattern's voxels
+        if detail:
+            shared[2] = 0.05 * (np.indices(SHAPE).sum(0) % 2 * 2 - 1).ravel()
         self.severity = rng.uniform(0.5, 1.5, 60)
 
         def scans(n: int, extra: np.ndarray) -> np.ndarray:
@@ -154,3 +158,38 @@ def test_a_pattern_that_moves_a_healthy_direction_stays_out_of_the_targets_share
     assert np.corrcoef(fitted, data.severity)[0, 1] > 0.95
     assert abs(np.median(fitted / data.severity) - 1) < 0.2  # the whole pattern, not a part
     assert 1 - residual / ((targets - targets.mean(0)) ** 2).sum() > 0.9
+
+
+def test_a_shared_projection_on_the_linear_grid_sees_healthy_detail_the_coarse_grid_misses():
+    """Backgrounds vary in a voxel checkerboard, which averages to 0 on the projection grid
+    (stride 2). A shared projection there cannot see it; one on the decoder's grid can, and its
+    images are its own axes, so a background far beyond the training scans is decoded as well
+    as its projection onto them. The salient code still reads the pattern's severity."""
+    data = PlantedVolumes(detail=True)
+    backgrounds = torch.tensor(data.volumes["background"],
+                               dtype=torch.float32).view(-1, 1, *SHAPE)
+    extreme = data.template + 8 * (backgrounds[0].flatten().numpy() - data.template)
+    targets = torch.tensor(data.volumes["target"], dtype=torch.float32).view(-1, 1, *SHAPE)
+
+    def initialised(shared_projection: str) -> ContrastiveNets:
+        nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2,
+                               decoder="additive", projection_voxels=64, channels=(4, 8),
+                               hidden=16, norm="group", output="none", pattern_share=True,
+                               shared_projection=shared_projection)
+        initialise_linear(nets, data)
+        return nets.eval()
+
+    def explained(nets: ContrastiveNets, scans: torch.Tensor) -> float:
+        with torch.no_grad():
+            decoded = nets.decode(nets.code_means(scans, "background")[0])
+        total = ((scans - torch.from_numpy(data.template).float().view(1, 1, *SHAPE)) ** 2).sum()
+        return float(1 - ((decoded - scans) ** 2).sum() / total)
+
+    coarse, fine = initialised("coarse"), initialised("linear")
+    assert fine.shared_encoder.linear.stride == 1 and coarse.shared_encoder.linear.stride == 2
+    far = torch.tensor(extreme, dtype=torch.float32).view(1, 1, *SHAPE)
+    assert explained(coarse, backgrounds) < 0.9 < 0.99 < explained(fine, backgrounds)
+    assert explained(coarse, far) < 0.95 < 0.99 < explained(fine, far)
+    with torch.no_grad():
+        salient = fine.salient_encoder(targets)[0]
+    assert abs(np.corrcoef(salient[:, 0].numpy(), data.severity)[0, 1]) > 0.95

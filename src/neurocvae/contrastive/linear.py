@@ -7,8 +7,8 @@ With them the untrained `AdditiveDecoder` nets are already a linear contrastive 
     μ_z(x) = P_z (x − m_bg) / σ_z     (P_z the top principal axes of all scans, ⟂ P_s;
                                        a target's less μ_s(x)·K, see below)
     μ_s(x) = P_s (x − m_bg) / σ_s     (P_s the top axes of M_target − α·C_background)
-    D([z ‖ s]) = T + L_z z + L_s s    (L_z, L_s by least squares over the training scans,
-                                       backgrounds with s = 0)
+    D([z ‖ s]) = T + L_z z + L_s s    (L_z = σ_z P_z; L_s by least squares over the targets,
+                                       of what L_z z leaves of them)
 
 M_target is the targets' second moment about the backgrounds' mean m_bg (a salient code of 0
 means "like a healthy scan", as backgrounds are decoded from s = 0), C_background their
@@ -20,8 +20,16 @@ Only the leading axes whose contrast recurs in scans they were not fitted to are
 in the complement of the salient ones, so that the shared code does not see the target-only
 directions, and from targets and backgrounds alike. σ scales the codes to unit variance over
 the training scans. The encoders keep P as a fixed projection (`LinearCode`); training then
-adapts the convolutions and the decoder. Volumes [n, V] are the model inputs average-pooled
-to the projections' coarse grid.
+adapts the convolutions and the decoder.
+
+Volumes [n, V] are the model inputs average-pooled to a projection's grid. P_s lives on the
+coarse `projection_voxels` grid (fewer voxels: less noise in contrastive PCA). With nets whose
+`shared_projection` is "linear", P_z lives on the grid of the decoder's linear images and those
+images are its own axes, as in PCA: a scan is decoded as its projection onto them, however far
+it lies from the training scans, and detail finer than the coarse grid is kept. (With a coarse
+P_z, L_z and L_s are fitted jointly by least squares instead; its images then extrapolate the
+coarse codes' regression on the fine images, which fails for scans unlike any training scan,
+such as a 3-SD small head.)
 
 A local pattern also moves a scan along directions healthy scans vary in, where P_z sees it
 and P_s, outside them, does not. With nets that have a `pattern_share`, a target's shared code
@@ -29,21 +37,28 @@ is μ_z(x) − μ_s(x)·K, K [S, Z] what one unit of each salient code moves the
 K comes from each salient axis made local again: contrastive PCA sees only the pattern's part
 outside the healthy axes, spread over the whole image, and adding back the share along them
 that makes the image sparsest (least L1 norm) restores the local pattern
-(`sparsest_completion`). Regressing the targets' shared codes on their salient codes instead
-would also pick up the healthy variation the salient codes follow (head size, groups that age
-faster). The decoder's images are then fitted with the targets' corrected codes, so that L_s
-holds the whole pattern.
+(`sparsest_completion`; read on P_z's grid as piecewise constant, `regrid`). Regressing the
+targets' shared codes on their salient codes instead would also pick up the healthy variation
+the salient codes follow (head size, groups that age faster). The salient images are then
+fitted with the targets' corrected codes, so that L_s holds the whole pattern.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from neurocvae.contrastive.nets import AdditiveDecoder, ContrastiveNets, Encoder, coarse_pool
+from neurocvae.contrastive.nets import (
+    AdditiveDecoder,
+    ContrastiveNets,
+    Encoder,
+    coarse_pool,
+    coarse_shape,
+)
 from neurocvae.data.datamodules import ContrastiveDataModule
 
 log = logging.getLogger(__name__)
@@ -146,15 +161,28 @@ def sparsest_completion(axis: np.ndarray, healthy_axes: np.ndarray, *, iteration
 
 
 def pattern_share(salient_weights: np.ndarray, shared_weights: np.ndarray,
-                  healthy_axes: np.ndarray) -> np.ndarray:
-    """K [k, Z]: how far a scan's shared code (its projection, weights [Z, V]) moves per unit
+                  healthy_axes: np.ndarray, *,
+                  to_shared_grid: Callable[[np.ndarray], np.ndarray] = lambda image: image
+                  ) -> np.ndarray:
+    """K [k, Z]: how far a scan's shared code (its projection, weights [Z, V']) moves per unit
     of salient code (weights [k, V], each outside `healthy_axes` [V, h]) when the scan carries
-    the salient pattern, taken as each salient axis's `sparsest_completion`."""
+    the salient pattern, taken as each salient axis's `sparsest_completion`. `to_shared_grid`
+    takes an image [V] to the shared projection's grid [V'] when the two grids differ."""
     share = np.zeros((len(salient_weights), len(shared_weights)))
     for j, weights in enumerate(salient_weights):
         pattern = sparsest_completion(weights / np.linalg.norm(weights), healthy_axes)
-        share[j] = shared_weights @ pattern / (weights @ pattern)
+        share[j] = shared_weights @ to_shared_grid(pattern) / (weights @ pattern)
     return share
+
+
+def regrid(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
+    """Images [k, V] on a grid of `shape` resampled (nearest neighbour) to `new_shape`
+    [k, V']: a coarse image read on a finer grid as piecewise constant."""
+    if tuple(shape) == tuple(new_shape) or not len(images):
+        return images if tuple(shape) == tuple(new_shape) else np.zeros((0, math.prod(new_shape)))
+    volumes = torch.from_numpy(images).reshape(len(images), 1, *shape)
+    resized = torch.nn.functional.interpolate(volumes, size=tuple(new_shape), mode="nearest")
+    return resized.flatten(1).numpy()
 
 
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
@@ -234,6 +262,7 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         return
     target, target_images, _ = training_volumes(datamodule, "target", strides)
     centre, image_centre = background.mean(0), background_images.mean(0)
+    grids = [coarse_shape(nets.input_shape, stride) for stride in strides]
     salient_axes = np.zeros((len(centre), 0))
     if nets.salient_dim:  # outside what the shared space explains of the backgrounds
         background_axes = principal_axes(background, nets.shared_dim)
@@ -247,31 +276,52 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
                  "%d axes (eigenvalues %s) recur in held-out halves of the scans",
                  background_axes.shape[1], kept, len(values),
                  ", ".join(f"{v:.3g}" for v in values[:4]))
-    rows = np.concatenate([target, background])
+    shared_on_linear_grid = (nets.shared_dim and nets.shared_encoder.linear.stride == strides[1])
+    if shared_on_linear_grid:  # the shared projection reads the decoder's grid
+        shared_rows = np.concatenate([target_images, background_images])
+        shared_centre = image_centre
+        salient_seen = np.linalg.qr(regrid(salient_axes.T, *grids).T)[0]
+    else:
+        shared_rows, shared_centre = np.concatenate([target, background]), centre
+        salient_seen = salient_axes
+    n_target = len(target)
     images = np.concatenate([target_images, background_images]) - image_centre
-    codes = np.zeros((len(rows), nets.shared_dim + nets.salient_dim))
+    codes = np.zeros((len(images), nets.shared_dim + nets.salient_dim))
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
-        axes = principal_axes(outside(rows, salient_axes, centre), nets.shared_dim)
-        scale = ((rows - centre) @ axes).std(0) + 1e-8
-        _set_encoder(nets.shared_encoder, axes, centre, scale)
-        codes[:, :nets.shared_dim] = _codes(rows, axes, centre, scale, nets.shared_dim)
+        shared_axes = principal_axes(outside(shared_rows, salient_seen, shared_centre),
+                                     nets.shared_dim)
+        shared_scale = ((shared_rows - shared_centre) @ shared_axes).std(0) + 1e-8
+        _set_encoder(nets.shared_encoder, shared_axes, shared_centre, shared_scale)
+        codes[:, :nets.shared_dim] = _codes(shared_rows, shared_axes, shared_centre,
+                                            shared_scale, nets.shared_dim)
     if nets.salient_dim:  # backgrounds keep salient codes of 0, as in training
         scale = ((target - centre) @ salient_axes).std(0) + 1e-8
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
-        codes[:len(target), nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
-                                                       nets.salient_dim)
+        codes[:n_target, nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
+                                                    nets.salient_dim)
     if nets.pattern_share is not None and salient_axes.shape[1]:
         share = pattern_share(
             nets.salient_encoder.linear.weight[:salient_axes.shape[1]].double().numpy(),
-            nets.shared_encoder.linear.weight.double().numpy(), background_axes)
+            nets.shared_encoder.linear.weight.double().numpy(), background_axes,
+            to_shared_grid=lambda image: regrid(image[None], grids[0],
+                                                grids[1] if shared_on_linear_grid else grids[0])[0])
         nets.pattern_share[:len(share)] = torch.from_numpy(share)
-        codes[:len(target), :nets.shared_dim] -= (codes[:len(target), nets.shared_dim:]
-                                                  @ nets.pattern_share.double().numpy())
+        codes[:n_target, :nets.shared_dim] -= (codes[:n_target, nets.shared_dim:]
+                                               @ nets.pattern_share.double().numpy())
         log.info("pattern share: the salient patterns move the shared code by %s per unit",
                  ", ".join(f"{n:.3g}" for n in np.linalg.norm(share, axis=1)))
-    fitted = least_squares(codes, images, ridge)  # the decoder's linear images, jointly
-    decoder.shared_linear.weight.copy_(torch.from_numpy(fitted[:nets.shared_dim]))
-    decoder.salient_linear.weight.copy_(torch.from_numpy(fitted[nets.shared_dim:]))
+    shared, salient = codes[:, :nets.shared_dim], codes[:, nets.shared_dim:]
+    if shared_on_linear_grid:  # the shared images are the projection's axes, as PCA's
+        shared_images = np.zeros((nets.shared_dim, images.shape[1]))
+        shared_images[:shared_axes.shape[1]] = (shared_axes * shared_scale).T
+        salient_images = (least_squares(salient[:n_target], images[:n_target]
+                                        - shared[:n_target] @ shared_images, ridge)
+                          if nets.salient_dim else np.zeros((0, images.shape[1])))
+    else:  # both by least squares, jointly
+        fitted = least_squares(codes, images, ridge)
+        shared_images, salient_images = fitted[:nets.shared_dim], fitted[nets.shared_dim:]
+    decoder.shared_linear.weight.copy_(torch.from_numpy(shared_images))
+    decoder.salient_linear.weight.copy_(torch.from_numpy(salient_images))
     log.info("linear start from %d targets and %d backgrounds: %d salient and %d shared axes",
-             len(target), len(background), salient_axes.shape[1], min(nets.shared_dim,
-                                                                       len(rows) - 1))
+             n_target, len(background), salient_axes.shape[1],
+             min(nets.shared_dim, len(images) - 1))

@@ -284,6 +284,10 @@ class ContrastiveNets(nn.Module):
     decoder's linear images (`linear_stride`); `projection_voxels` (None: none) gives each
     encoder a fixed linear projection (`LinearCode`) on a grid of at most that many voxels.
 
+    `shared_projection="linear"` puts the shared encoder's projection on the grid of the
+    decoder's linear images instead of the `projection_voxels` grid, so that the shared images
+    can be the projection's own axes (as PCA's are).
+
     `pattern_share` gives the targets their own shared code: the shared encoder's less what
     their salient code moves it by, z = μ_z(x) − μ_s(x)·K (`target_shared`; K [S, Z] a buffer,
     zero until set by the linear start). A target pattern that also moves a scan along
@@ -297,10 +301,13 @@ class ContrastiveNets(nn.Module):
                  norm: str | None = "batch", activation: str = "relu", output_norm: bool = False,
                  output: str = "sigmoid", logvar_limit: float = 10.0, decoder: str = "conv",
                  linear_voxels: int = 131_072, projection_voxels: int | None = None,
-                 pattern_share: bool = False) -> None:
+                 pattern_share: bool = False, shared_projection: str = "coarse") -> None:
         super().__init__()
         if decoder not in ("conv", "additive"):
             raise ValueError(f"decoder={decoder!r}: expected 'conv' or 'additive'")
+        if shared_projection not in ("coarse", "linear"):
+            raise ValueError(f"shared_projection={shared_projection!r}: expected 'coarse' or "
+                             "'linear'")
         self.input_shape = tuple(int(n) for n in input_shape)
         self.shared_dim, self.salient_dim = shared_dim, salient_dim
         self.stochastic = stochastic
@@ -313,6 +320,8 @@ class ContrastiveNets(nn.Module):
                       linear_stride=self.projection_stride, **conv)
         self.salient_encoder = (Encoder(latent_dim=salient_dim, **common) if salient_dim
                                 else NoCode(stochastic))
+        if shared_projection == "linear" and self.projection_stride:
+            common["linear_stride"] = stride
         self.shared_encoder = (Encoder(latent_dim=shared_dim, **common) if shared_dim
                                else NoCode(stochastic))
         self.register_buffer("pattern_share", torch.zeros(salient_dim, shared_dim)
