@@ -220,3 +220,15 @@ def test_a_checkpoint_another_version_wrote_is_refused_with_its_name():
     weights.pop(next(iter(weights)))
     with pytest.raises(InputError, match=r"old\.ckpt: .*Missing key"):
         module_from({**state, "state_dict": weights}, "old.ckpt")
+
+
+def test_a_checkpoint_from_before_the_shared_projection_option_loads_with_its_coarse_grid():
+    """Checkpoints written before `arch.shared_projection` hold a shared projection on the
+    coarse `projection_voxels` grid; their config lacks the key, which reads as "coarse"."""
+    old = module("arch.projection_voxels=216", "arch.shared_projection=coarse")
+    config = {**old.hparams.config, "arch": {
+        k: v for k, v in old.hparams.config["arch"].items() if k != "shared_projection"}}
+    loaded = module_from({"hyper_parameters": {"config": config},
+                          "state_dict": old.state_dict()})
+    assert loaded.nets.shared_encoder.linear.stride == loaded.nets.projection_stride == 2
+    assert module("arch.projection_voxels=216").nets.shared_encoder.linear.stride == 1

@@ -178,8 +178,10 @@ def pattern_share(salient_weights: np.ndarray, shared_weights: np.ndarray,
 def regrid(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
     """Images [k, V] on a grid of `shape` resampled (nearest neighbour) to `new_shape`
     [k, V']: a coarse image read on a finer grid as piecewise constant."""
-    if tuple(shape) == tuple(new_shape) or not len(images):
-        return images if tuple(shape) == tuple(new_shape) else np.zeros((0, math.prod(new_shape)))
+    if tuple(shape) == tuple(new_shape):
+        return images
+    if not len(images):
+        return np.zeros((0, math.prod(new_shape)))
     volumes = torch.from_numpy(images).reshape(len(images), 1, *shape)
     resized = torch.nn.functional.interpolate(volumes, size=tuple(new_shape), mode="nearest")
     return resized.flatten(1).numpy()
@@ -276,14 +278,15 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
                  "%d axes (eigenvalues %s) recur in held-out halves of the scans",
                  background_axes.shape[1], kept, len(values),
                  ", ".join(f"{v:.3g}" for v in values[:4]))
-    shared_on_linear_grid = (nets.shared_dim and nets.shared_encoder.linear.stride == strides[1])
+    shared_on_linear_grid = bool(nets.shared_dim
+                                 and nets.shared_encoder.linear.stride == strides[1])
     if shared_on_linear_grid:  # the shared projection reads the decoder's grid
         shared_rows = np.concatenate([target_images, background_images])
-        shared_centre = image_centre
-        salient_seen = np.linalg.qr(regrid(salient_axes.T, *grids).T)[0]
+        shared_centre, shared_grid = image_centre, grids[1]
     else:
-        shared_rows, shared_centre = np.concatenate([target, background]), centre
-        salient_seen = salient_axes
+        shared_rows = np.concatenate([target, background])
+        shared_centre, shared_grid = centre, grids[0]
+    salient_seen = np.linalg.qr(regrid(salient_axes.T, grids[0], shared_grid).T)[0]
     n_target = len(target)
     images = np.concatenate([target_images, background_images]) - image_centre
     codes = np.zeros((len(images), nets.shared_dim + nets.salient_dim))
@@ -303,8 +306,7 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         share = pattern_share(
             nets.salient_encoder.linear.weight[:salient_axes.shape[1]].double().numpy(),
             nets.shared_encoder.linear.weight.double().numpy(), background_axes,
-            to_shared_grid=lambda image: regrid(image[None], grids[0],
-                                                grids[1] if shared_on_linear_grid else grids[0])[0])
+            to_shared_grid=lambda image: regrid(image[None], grids[0], shared_grid)[0])
         nets.pattern_share[:len(share)] = torch.from_numpy(share)
         codes[:n_target, :nets.shared_dim] -= (codes[:n_target, nets.shared_dim:]
                                                @ nets.pattern_share.double().numpy())
