@@ -5,18 +5,25 @@
 RUN: a `neurocvae-train` run folder of the default model on a grid where the decoder's linear
 images have the input's resolution, as the quick preset's 4 mm (its data and grids are used;
 its weights are not). The salient axes are the start's (contrastive PCA on the coarse projection
-grid, `contrastive/linear.py`); the shared space is fitted four ways, each untrained:
+grid, `contrastive/linear.py`); the shared space is fitted in these ways, each untrained:
 
-- coarse: projection on the coarse grid, shared and salient images by joint least squares;
+- coarse: projection on the coarse grid, shared and salient images by joint least squares
+  (`arch.shared_projection=coarse`);
 - coarse, inverse: the same images, the shared code the least-squares inverse of the shared
   images (of what the salient images leave of a target);
 - fine, joint: the projection on the decoder's grid, images by joint least squares;
 - fine, axes: the projection on the decoder's grid, its axes the shared images, the salient
-  images fitted to what they leave of the targets (`arch.shared_projection=linear`).
+  images fitted to what they leave of the targets;
+- fine, axes, outside G: as fine, axes, the shared axes also outside G, what the salient codes
+  predict of the targets on the fine grid outside the backgrounds' top principal axes;
+- fine, axes, fine K: as fine, axes, K from the sparsest completion of G on the fine grid;
+- fine, axes, outside G's detail: as fine, axes, outside G less its block averages on the
+  coarse grid (`linear.salient_detail`; the default, `arch.shared_projection=linear`).
 
-Prints the test split's variance explained (targets from D([z, s]), backgrounds from D([z, 0]),
-about the training scans' mean, as the benchmark), the largest background residual and the
-shared code's target-vs-background AUROC, beside a 10-component PCA.
+Prints, as a markdown table, the test split's variance explained (targets from D([z, s]),
+backgrounds from D([z, 0]), about the training scans' mean, as the benchmark), the largest
+background residual, the shared code's target-vs-background AUROC and the norms of the
+pattern share K, beside a 10-component PCA.
 """
 
 from __future__ import annotations
@@ -80,14 +87,30 @@ def main() -> None:
     total = ((test - pca.mean_) ** 2).sum()
     is_target = np.arange(len(test)) < len(full["test_target"])
     pca_residual = ((test - pca.inverse_transform(pca.transform(test))) ** 2).sum()
-    print(f"PCA, 10 components: VE {1 - pca_residual / total:.4f}")
+    print(f"PCA, 10 components: VE {1 - pca_residual / total:.4f}\n")
 
+    healthy_fine = linear.principal_axes(full["train_background"], SHARED)
+    rest = linear.outside(full["train_target"], healthy_fine, template) - template
+    salient_fine = linear.least_squares(salient["train_target"], rest, RIDGE)  # G [k, V]
+    detail = linear.salient_detail(full["train_target"], full["train_background"],
+                                   salient["train_target"], SHARED, grids, RIDGE)
+    print("| shared space | VE | largest background residual | shared AUROC | ‖K‖ |")
+    print("|---|---|---|---|---|")
     for name, fine, fit in (("coarse", False, "joint"), ("coarse, inverse", False, "inverse"),
-                            ("fine, joint", True, "joint"), ("fine, axes", True, "axes")):
+                            ("fine, joint", True, "joint"), ("fine, axes", True, "axes"),
+                            ("fine, axes, outside G", True, "axes G"),
+                            ("fine, axes, fine K", True, "axes K"),
+                            ("fine, axes, outside G's detail", True, "axes detail"),
+                            ("fine, axes, K + G's detail's share", True, "axes K detail"),
+                            ("fine, axes, targets outside G's detail", True, "axes targets")):
         rows = {k: full[k] if fine else pooled[k] for k in full}
         row_centre = template if fine else centre
-        seen = (np.linalg.qr(linear.regrid(salient_axes.T, *grids).T)[0] if fine
-                else salient_axes)
+        seen = linear.regrid(salient_axes.T, grids[0], grids[fine]).T
+        if fit == "axes G":
+            seen = salient_fine.T
+        if fit == "axes detail":
+            seen = np.c_[seen, detail.T]
+        seen = np.linalg.qr(seen)[0]
         both = np.concatenate([rows["train_target"], rows["train_background"]])
         axes = linear.principal_axes(linear.outside(both, seen, row_centre), SHARED)
         scale = ((both - row_centre) @ axes).std(0)
@@ -96,12 +119,21 @@ def main() -> None:
             salient_weights, weights, healthy,
             to_shared_grid=lambda image, to=grids[fine]: linear.regrid(image[None], grids[0],
                                                                        to)[0])
+        if fit == "axes K detail":
+            share = share + detail @ weights.T
+        if fit == "axes K":
+            share = np.array([weights @ linear.sparsest_completion(g, healthy_fine)
+                              for g in salient_fine])
         shared = {k: (v - row_centre) @ weights.T - salient[k] @ share for k, v in rows.items()}
+        if fit == "axes targets":
+            hidden = np.linalg.qr(detail.T)[0]
+            shared = {k: v - ((rows[k] - row_centre) @ hidden @ hidden.T @ weights.T
+                              if k.endswith("target") else 0) for k, v in shared.items()}
         codes_z = np.concatenate([shared["train_target"], shared["train_background"]])
         codes_s = np.concatenate([salient["train_target"], salient["train_background"]])
         images = train - template
         n_target = len(full["train_target"])
-        if fit == "axes":
+        if fit.startswith("axes"):
             shared_images = (axes * scale).T
             salient_images = linear.least_squares(
                 codes_s[:n_target], images[:n_target] - codes_z[:n_target] @ shared_images, RIDGE)
@@ -118,8 +150,10 @@ def main() -> None:
             codes.append(z)
         residual = ((test - np.concatenate(decoded)) ** 2).sum(1)
         worst = residual[~is_target].max()
-        print(f"{name:16s} VE {1 - residual.sum() / total:.4f}  largest background residual "
-              f"{worst:7.1f}  shared AUROC {group_auroc(np.concatenate(codes), is_target):.3f}")
+        auroc = group_auroc(np.concatenate(codes), is_target)
+        norms = ", ".join(f"{n:.2f}" for n in np.linalg.norm(share, axis=1))
+        print(f"| {name} | {1 - residual.sum() / total:.4f} | {worst:.0f} | {auroc:.3f} | "
+              f"{norms} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import torch
 from neurocvae.contrastive.linear import (
     contrastive_pca,
     initialise_linear,
+    regrid,
     replicated_components,
+    salient_detail,
     sparsest_completion,
 )
 from neurocvae.contrastive.nets import ContrastiveNets
@@ -193,3 +195,19 @@ def test_a_shared_projection_on_the_linear_grid_sees_healthy_detail_the_coarse_g
     with torch.no_grad():
         salient = fine.salient_encoder(targets)[0]
     assert abs(np.corrcoef(salient[:, 0].numpy(), data.severity)[0, 1]) > 0.95
+
+
+def test_the_salient_detail_is_the_part_of_a_pattern_the_coarse_grid_cannot_hold():
+    """A pattern = a part constant on 2-voxel blocks + a voxel checkerboard (0 in every block
+    average): the detail found from the targets is the checkerboard alone."""
+    rng = np.random.default_rng(0)
+    coarse = (4, 4, 4)
+    blocks = regrid(rng.normal(0, 0.5, (1, 64)), coarse, SHAPE)[0]
+    checkerboard = 0.5 * (np.indices(SHAPE).sum(0) % 2 * 2 - 1).ravel()
+    severity = rng.uniform(0.5, 1.5, 60)
+    background = 1 + rng.normal(0, 0.01, (60, 512))
+    target = 1 + rng.normal(0, 0.01, (60, 512)) + severity[:, None] * (blocks + checkerboard)
+    detail = salient_detail(target, background, severity[:, None], 2, (coarse, SHAPE), 1e-3)[0]
+    assert abs(detail @ checkerboard) / (np.linalg.norm(detail) * np.linalg.norm(
+        checkerboard)) > 0.99
+    assert np.linalg.norm(detail - checkerboard) < 0.15 * np.linalg.norm(checkerboard)

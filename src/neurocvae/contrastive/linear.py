@@ -187,6 +187,20 @@ def regrid(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -
     return resized.flatten(1).numpy()
 
 
+def salient_detail(target: np.ndarray, background: np.ndarray, salient: np.ndarray,
+                   healthy: int, grids: Sequence[Sequence[int]], ridge: float) -> np.ndarray:
+    """[k, V] what each salient code [n_t, k] predicts of the targets [n_t, V] on the fine grid
+    `grids[1]`, outside the backgrounds' [n_b, V] top `healthy` principal axes, less its block
+    averages on the coarse grid `grids[0]`: the salient patterns' detail that a projection on
+    the coarse grid cannot see (least squares with `ridge`)."""
+    centre = background.mean(0)
+    rest = outside(target, principal_axes(background, healthy), centre) - centre
+    images = least_squares(salient, rest, ridge)
+    volumes = torch.from_numpy(images).reshape(len(images), 1, *grids[1])
+    blocks = torch.nn.functional.adaptive_avg_pool3d(volumes, tuple(grids[0]))
+    return images - regrid(blocks.flatten(1).numpy(), grids[0], grids[1])
+
+
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
     """The top `components` principal axes [V, k] of the rows [n, V] (k ≤ n − 1)."""
     centred = rows - rows.mean(0)
@@ -248,11 +262,12 @@ def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray, scale: np.nda
 @torch.no_grad()
 def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, *,
                       projections: bool = True, contrast: float = 10.0,
-                      ridge: float = 1e-3) -> None:
+                      ridge: float = 1e-3, outside_detail: bool = True) -> None:
     """Set the template (the training backgrounds' mean) of `nets` (an `AdditiveDecoder`) and,
     with `projections` (encoders with a `LinearCode`), the encoders' projections and the
     decoder's linear images, from the training split; see the module docstring. `contrast` is
-    cPCA's α; `ridge` regularises the least squares."""
+    cPCA's α; `ridge` regularises the least squares; `outside_detail` keeps a shared projection
+    on the decoder's grid outside the salient patterns' finer detail too."""
     decoder = nets.decoder
     if not isinstance(decoder, AdditiveDecoder):
         raise TypeError("initialise_linear needs nets with the additive decoder")
@@ -286,10 +301,22 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     else:
         shared_rows = np.concatenate([target, background])
         shared_centre, shared_grid = centre, grids[0]
-    salient_seen = np.linalg.qr(regrid(salient_axes.T, grids[0], shared_grid).T)[0]
     n_target = len(target)
     images = np.concatenate([target_images, background_images]) - image_centre
     codes = np.zeros((len(images), nets.shared_dim + nets.salient_dim))
+    if nets.salient_dim:  # backgrounds keep salient codes of 0, as in training
+        scale = ((target - centre) @ salient_axes).std(0) + 1e-8
+        _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
+        codes[:n_target, nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
+                                                    nets.salient_dim)
+    salient_seen = regrid(salient_axes.T, grids[0], shared_grid).T
+    if (outside_detail and shared_on_linear_grid and salient_axes.shape[1]
+            and grids[0] != grids[1]):
+        detail = salient_detail(target_images, background_images,
+                                codes[:n_target, nets.shared_dim:][:, :salient_axes.shape[1]],
+                                nets.shared_dim, grids, ridge)
+        salient_seen = np.concatenate([salient_seen, detail.T], axis=1)
+    salient_seen = np.linalg.qr(salient_seen)[0]
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
         shared_axes = principal_axes(outside(shared_rows, salient_seen, shared_centre),
                                      nets.shared_dim)
@@ -297,11 +324,6 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         _set_encoder(nets.shared_encoder, shared_axes, shared_centre, shared_scale)
         codes[:, :nets.shared_dim] = _codes(shared_rows, shared_axes, shared_centre,
                                             shared_scale, nets.shared_dim)
-    if nets.salient_dim:  # backgrounds keep salient codes of 0, as in training
-        scale = ((target - centre) @ salient_axes).std(0) + 1e-8
-        _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
-        codes[:n_target, nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
-                                                    nets.salient_dim)
     if nets.pattern_share is not None and salient_axes.shape[1]:
         share = pattern_share(
             nets.salient_encoder.linear.weight[:salient_axes.shape[1]].double().numpy(),

@@ -149,7 +149,8 @@ def fit(cfg: DictConfig) -> Fitted | None:
         module = build_module(cfg, datamodule.image_shape)
         if not resume and isinstance(module.nets.decoder, AdditiveDecoder):
             initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
-                              contrast=cfg.initialise.contrast)
+                              contrast=cfg.initialise.contrast,
+                              outside_detail=cfg.initialise.get("outside_detail", True))
         fit_or_stop(trainer, module, datamodule, resume)
     if not trainer.is_global_zero:  # the other DDP ranks are done
         return None
