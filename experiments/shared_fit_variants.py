@@ -18,7 +18,11 @@ grid, `contrastive/linear.py`); the shared space is fitted in these ways, each u
   predict of the targets on the fine grid outside the backgrounds' top principal axes;
 - fine, axes, fine K: as fine, axes, K from the sparsest completion of G on the fine grid;
 - fine, axes, outside G's detail: as fine, axes, outside G less its block averages on the
-  coarse grid (`linear.salient_detail`; the default, `arch.shared_projection=linear`).
+  coarse grid (`linear.salient_detail`; the default: `arch.shared_projection=linear`,
+  `initialise.outside_detail=true`);
+- fine, axes, K + G's detail's share: as fine, axes, K plus the shared code of G's detail;
+- fine, axes, targets outside G's detail: as fine, axes, the targets alone read outside G's
+  detail.
 
 Prints, as a markdown table, the test split's variance explained (targets from D([z, s]),
 backgrounds from D([z, 0]), about the training scans' mean, as the benchmark), the largest
