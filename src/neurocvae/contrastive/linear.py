@@ -26,7 +26,9 @@ Volumes [n, V] are the model inputs average-pooled to a projection's grid. P_s l
 coarse `projection_voxels` grid (fewer voxels: less noise in contrastive PCA). With nets whose
 `shared_projection` is "linear", P_z lives on the grid of the decoder's linear images and those
 images are its own axes, as in PCA: a scan is decoded as its projection onto them, however far
-it lies from the training scans, and detail finer than the coarse grid is kept. (With a coarse
+it lies from the training scans, and detail finer than the coarse grid is kept. On that grid
+P_z would also read the salient patterns' own finer detail, which P_s cannot hold; with
+`outside_detail` P_z is sought outside it too (`salient_detail`). (With a coarse
 P_z, L_z and L_s are fitted jointly by least squares instead; its images then extrapolate the
 coarse codes' regression on the fine images, which fails for scans unlike any training scan,
 such as a 3-SD small head.)
