@@ -82,6 +82,9 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
     (["logger=wandb", "logger.wandb.mode=cloud"], "expected one of ('offline'"),
     (["model.reconstruction=exact"], "expected one of ('fixed', 'calibrated')"),
     (["initialise.contrast=-1"], "expected a finite number > 0"),
+    (["initialise.outside_detail=maybe"], "initialise.outside_detail=maybe: expected true or "
+                                          "false"),
+    (["arch.shared_projection=fine"], "expected one of ('coarse', 'linear')"),
     (["beta.value=-1"], "beta.value=-1: expected a finite number ≥ 0"),
     (["beta=cyclical", "beta.value=-0.5"], "beta.value=-0.5: expected a finite number ≥ 0"),
     (["gamma.value=-1"], "gamma.value=-1: expected a finite number ≥ 0"),

@@ -273,6 +273,9 @@ def less_pattern_share(shared: torch.Tensor, salient: torch.Tensor,
     return shared if share is None else shared - salient @ share
 
 
+SHARED_PROJECTIONS = ("coarse", "linear")  # the grid of the shared encoder's projection
+
+
 class ContrastiveNets(nn.Module):
     """A salient encoder (targets), a shared encoder (both sets) and one decoder.
 
@@ -305,9 +308,9 @@ class ContrastiveNets(nn.Module):
         super().__init__()
         if decoder not in ("conv", "additive"):
             raise ValueError(f"decoder={decoder!r}: expected 'conv' or 'additive'")
-        if shared_projection not in ("coarse", "linear"):
-            raise ValueError(f"shared_projection={shared_projection!r}: expected 'coarse' or "
-                             "'linear'")
+        if shared_projection not in SHARED_PROJECTIONS:
+            raise ValueError(f"shared_projection={shared_projection!r}: expected one of "
+                             f"{SHARED_PROJECTIONS}")
         self.input_shape = tuple(int(n) for n in input_shape)
         self.shared_dim, self.salient_dim = shared_dim, salient_dim
         self.stochastic = stochastic

@@ -29,7 +29,7 @@ from neurocvae.contrastive.density import fit_densities
 from neurocvae.contrastive.linear import initialise_linear
 from neurocvae.contrastive.losses import RECONSTRUCTIONS
 from neurocvae.contrastive.module import ContrastiveModule
-from neurocvae.contrastive.nets import AdditiveDecoder
+from neurocvae.contrastive.nets import SHARED_PROJECTIONS, AdditiveDecoder
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.logs import check_loggers, run_loggers
@@ -73,6 +73,13 @@ def check_settings(cfg: DictConfig) -> None:
                          f"{RECONSTRUCTIONS}")
     require_number("initialise.contrast", cfg.get("initialise", {}).get("contrast", 1.0),
                    above=0, meaning="contrastive PCA's weight of the backgrounds' covariance")
+    for switch in ("linear", "outside_detail"):
+        value = cfg.get("initialise", {}).get(switch, True)
+        if not isinstance(value, bool):
+            raise InputError(f"initialise.{switch}={value}: expected true or false")
+    if cfg.arch.get("shared_projection", "coarse") not in SHARED_PROJECTIONS:
+        raise InputError(f"arch.shared_projection={cfg.arch.shared_projection}: expected one "
+                         f"of {SHARED_PROJECTIONS}")
     if "val" not in cfg.data.split_fractions:
         raise InputError(f"data.split_fractions {dict(cfg.data.split_fractions)} needs a 'val' "
                          f"split: early stopping and the best checkpoint watch "
