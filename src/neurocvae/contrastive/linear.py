@@ -24,9 +24,10 @@ adapts the convolutions and the decoder.
 
 Volumes [n, V] are the model inputs average-pooled to a projection's grid. P_s lives on the
 coarse `projection_voxels` grid (fewer voxels: less noise in contrastive PCA). With nets whose
-`shared_projection` is "linear", P_z lives on the grid of the decoder's linear images and those
-images are its own axes, as in PCA: a scan is decoded as its projection onto them, however far
-it lies from the training scans, and detail finer than the coarse grid is kept. On that grid
+`shared_projection` is "linear" (or whose two grids coincide), P_z lives on the grid of the
+decoder's linear images and those images are its own axes, as in PCA: a scan is decoded as its
+projection onto them, however far it lies from the training scans, and detail finer than the
+coarse grid is kept. On that grid
 P_z would also read the salient patterns' own finer detail, which P_s cannot hold; with
 `outside_detail` P_z is sought outside it too (`salient_detail`). (With a coarse
 P_z, L_z and L_s are fitted jointly by least squares instead; its images then extrapolate the
@@ -314,9 +315,9 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     salient_seen = regrid(salient_axes.T, grids[0], shared_grid).T
     if (outside_detail and shared_on_linear_grid and salient_axes.shape[1]
             and grids[0] != grids[1]):
-        detail = salient_detail(target_images, background_images,
-                                codes[:n_target, nets.shared_dim:][:, :salient_axes.shape[1]],
-                                nets.shared_dim, grids, ridge)
+        kept_codes = codes[:n_target, nets.shared_dim:nets.shared_dim + salient_axes.shape[1]]
+        detail = salient_detail(target_images, background_images, kept_codes, nets.shared_dim,
+                                grids, ridge)
         salient_seen = np.concatenate([salient_seen, detail.T], axis=1)
     salient_seen = np.linalg.qr(salient_seen)[0]
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
