@@ -5,7 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from neurocvae.contrastive.nets import ContrastiveNets, coarse_pool, linear_stride, pyramid
+from neurocvae.contrastive import losses
+from neurocvae.contrastive.nets import (
+    ContrastiveNets,
+    LinearImage,
+    coarse_pool,
+    linear_stride,
+    pyramid,
+)
 from tests.conftest import compose_config
 
 
@@ -122,3 +129,29 @@ def test_fixed_projections_are_buffers_that_checkpoints_carry():
     projection = nets.salient_encoder.linear
     assert not any(p is projection.weight for p in nets.parameters())
     assert "salient_encoder.linear.weight" in nets.state_dict()
+
+
+def test_linear_images_change_at_one_relative_pace_under_adam():
+    images = torch.randn(3, 500, generator=torch.Generator().manual_seed(0))
+    images[1] *= 0.01  # an image 100 times smaller than the others
+    images[2] = 0      # a silent dimension: the others' mean unit
+    linear = LinearImage(output_shape=(5, 10, 10), latent_dim=3)
+    linear.set_images(images)
+    assert torch.allclose(linear.images(), images)
+    assert linear.unit[2] == pytest.approx(linear.unit[:2].mean().item())
+    optimiser = torch.optim.Adam(linear.parameters(), lr=1e-3)
+    linear(torch.randn(8, 3)).sum().backward()
+    optimiser.step()
+    with torch.no_grad():
+        change = (linear.images() - images).norm(dim=1) / images.norm(dim=1)
+        assert change[0] == pytest.approx(1e-3, rel=0.05)
+        assert change[1] == pytest.approx(1e-3, rel=0.05)  # plain weights: 0.1 of itself
+        assert losses.decoder_l2(linear).item() == pytest.approx(
+            linear.images().square().sum().item())
+
+
+def test_linear_images_load_from_checkpoints_without_units():
+    linear = LinearImage(output_shape=(2, 2, 2), latent_dim=2)
+    state = {"weight": torch.randn(2, 8)}  # written before the images had units
+    linear.load_state_dict(state)
+    assert torch.equal(linear.images(), state["weight"])

@@ -347,8 +347,8 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     else:  # both by least squares, jointly
         fitted = least_squares(codes, images, ridge)
         shared_images, salient_images = fitted[:nets.shared_dim], fitted[nets.shared_dim:]
-    decoder.shared_linear.weight.copy_(torch.from_numpy(shared_images))
-    decoder.salient_linear.weight.copy_(torch.from_numpy(salient_images))
+    decoder.shared_linear.set_images(torch.from_numpy(shared_images).float())
+    decoder.salient_linear.set_images(torch.from_numpy(salient_images).float())
     log.info("linear start from %d targets and %d backgrounds: %d salient and %d shared axes",
              n_target, len(background), salient_axes.shape[1],
              min(nets.shared_dim, len(images) - 1))

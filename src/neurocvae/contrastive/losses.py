@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from neurocvae.contrastive.nets import LinearImage
+
 # MM-cVAE's kernel bandwidths: exp(−g‖x − y‖²) for g = 10⁻⁶ … 10⁶.
 MMD_GAMMAS = tuple(10.0 ** k for k in range(-6, 7))
 BACKGROUND_SALIENT = ("none", "l2", "mmd", "w2")
@@ -92,9 +94,17 @@ def background_salient(kind: str, mu: torch.Tensor, logvar: torch.Tensor | None,
 
 
 def decoder_l2(decoder: torch.nn.Module) -> torch.Tensor:
-    """Scalar: Σ w² over the decoder's weights (RAE-L2; biases and norms excluded)."""
-    return sum(p.square().sum() for name, p in decoder.named_parameters()
-               if name.endswith("weight") and p.dim() > 1)
+    """Scalar: Σ w² over the decoder's weights (RAE-L2; biases and norms excluded), a linear
+    image's weights taken as its images."""
+    total = next(decoder.parameters()).new_zeros(())
+    for module in decoder.modules():
+        if isinstance(module, LinearImage):
+            total = total + module.images().square().sum()
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            if name == "weight" and p.dim() > 1:
+                total = total + p.square().sum()
+    return total
 
 
 def decoder_gradient_penalty(decode, code: torch.Tensor,

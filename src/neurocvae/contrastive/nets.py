@@ -74,7 +74,14 @@ def coarse_pool(images: torch.Tensor, stride: int) -> torch.Tensor:
 
 class LinearImage(nn.Module):
     """A linear map from codes [B, d] to images [B, 1, X, Y, Z] without bias (zero code → zero
-    image): one image per code dimension on the coarse grid, upsampled trilinearly."""
+    image): one image per code dimension on the coarse grid, upsampled trilinearly.
+
+    The images [d, V] are `weight` × `unit`, `unit` [d, 1] a buffer (1 until `set_images`
+    makes it each image's voxel RMS). Adam moves every weight by about its learning rate per
+    step whatever the gradient's size, so in these units each image changes at the same
+    relative pace, however small it is: a principal axis whose voxels are 40 times smaller
+    than the first's is not swamped by the optimiser's steps, and a salient dimension that
+    starts silent does not outgrow the patterns found."""
 
     def __init__(self, *, output_shape: Sequence[int], latent_dim: int, stride: int = 1,
                  init_std: float = 1e-3) -> None:
@@ -83,9 +90,29 @@ class LinearImage(nn.Module):
         self.stride = stride
         self.coarse = coarse_shape(output_shape, stride)
         self.weight = nn.Parameter(torch.randn(latent_dim, math.prod(self.coarse)) * init_std)
+        self.register_buffer("unit", torch.ones(latent_dim, 1))
+
+    def images(self) -> torch.Tensor:
+        """[d, V] the image of each code dimension on the coarse grid."""
+        return self.weight * self.unit
+
+    @torch.no_grad()
+    def set_images(self, images: torch.Tensor) -> None:
+        """Set the images [d, V]. Each non-zero image's voxel RMS becomes the unit of its own
+        weights; an all-zero image (a dimension that starts silent) takes the mean unit of the
+        others, so that it grows no faster than they change."""
+        rms = images.square().mean(1, keepdim=True).sqrt()
+        silent = float(rms[rms > 0].mean()) if (rms > 0).any() else 1.0
+        unit = torch.where(rms > 0, rms, torch.full_like(rms, silent))
+        self.unit.copy_(unit)
+        self.weight.copy_(images / unit)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        state_dict.setdefault(prefix + "unit", torch.ones_like(self.unit))  # older checkpoints
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        image = (code @ self.weight).view(-1, 1, *self.coarse)
+        image = (code @ self.images()).view(-1, 1, *self.coarse)
         if self.coarse != self.output_shape:
             image = nn.functional.interpolate(image, size=self.output_shape, mode="trilinear",
                                               align_corners=False)
