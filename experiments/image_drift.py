@@ -30,7 +30,8 @@ def drift(run: Path) -> list[tuple[str, int, float, float, float]]:
     config = run_config(run)
     trained = load_module(run / "checkpoints" / "best.ckpt").nets
     start = copy.deepcopy(trained)
-    initialise_linear(start, run_datamodule(config), contrast=config.initialise.contrast,
+    initialise_linear(start, run_datamodule(config), projections=config.initialise.linear,
+                      contrast=config.initialise.contrast,
                       outside_detail=config.initialise.get("outside_detail", True))
     rows = []
     for space in ("shared", "salient"):
