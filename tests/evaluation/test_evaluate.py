@@ -13,13 +13,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from neurocvae.cli.benchmark import benchmark
 from neurocvae.cli.eval import evaluate
 from neurocvae.config import config_dir
+from neurocvae.contrastive.build import load_module
 from neurocvae.contrastive.discriminator import DiscriminatorWarning
-from neurocvae.evaluation.evaluate import evaluate_sweep
+from neurocvae.evaluation import baselines
+from neurocvae.evaluation.evaluate import evaluate_sweep, run_config, run_datamodule
 from neurocvae.evaluation.report import HEADLINE
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::{DiscriminatorWarning.__module__}."
@@ -240,3 +243,36 @@ def test_the_html_report_renders_in_a_headless_browser_without_errors(bench, tmp
     subprocess.run([CHROMIUM, *HEADLESS, *profile, f"--screenshot={shot}",
                     "--window-size=1200,2400", report.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000
+
+
+def test_the_model_and_pca_explain_variance_on_one_grid(bench, tmp_path, monkeypatch):
+    """Where the training split would not fit in memory at full resolution, both variances
+    explained are measured on the same pooled grid (PCA's was once on a coarser one than the
+    model's)."""
+    out, _ = bench
+    run = out / "runs" / "cvae" / "seed0"
+    monkeypatch.setattr(baselines, "VE_BYTES", 300_000)  # 32 training scans of 24³: pool by 2
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        evaluate(compose("eval", [f"run={run}", f"out_dir={tmp_path}", "baselines=[pca]"]))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["decoded"]["variance_explained_pooling"] == 2
+
+    datamodule = run_datamodule(run_config(run))
+    volumes = {s: np.concatenate([baselines.split_volumes(datamodule, s, role, 2)[1]
+                                  for role in ("target", "background")])
+               for s in ("train", "test")}
+    assert metrics["baselines"]["pca"]["decoded"]["variance_explained"] == pytest.approx(
+        baselines.pca_variance_explained(volumes["train"], volumes["test"], 10), rel=1e-6)
+
+    module = load_module(metrics["checkpoint"])
+    residual = []
+    for role in ("target", "background"):
+        for batch in datamodule.input_batches("test", role):
+            images = batch["image"].float()
+            shared, salient = module.latent_representation(images, role)
+            with torch.no_grad():
+                decoded = module.nets.decode(shared, salient if role == "target" else None)
+            residual.append(torch.nn.functional.avg_pool3d(images - decoded, 2).flatten(1))
+    explained = 1 - torch.cat(residual).square().sum() / np.sum(
+        (volumes["test"] - volumes["train"].mean(0)) ** 2)
+    assert metrics["decoded"]["variance_explained"] == pytest.approx(float(explained), rel=1e-4)

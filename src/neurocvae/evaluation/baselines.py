@@ -1,8 +1,10 @@
 """Linear baselines on the same volumes: PCA of the targets and contrastive PCA (Abid et al.
 2018), whose codes fill the `salient_*` columns of a latents table (they have no shared space).
 
-Volumes are average-pooled to at most `MAX_VOXELS` features, so the baselines stay cheap at
-1 mm (the codes depend little on fine detail).
+Volumes are average-pooled to at most `MAX_VOXELS` features for the codes, so the baselines
+stay cheap at 1 mm (the codes depend little on fine detail). PCA's variance explained is measured
+on the grid the model's is (`ve_pooling`): the full resolution unless the training split would
+not fit `VE_BYTES`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 
 MAX_VOXELS = 2**17
+VE_BYTES = 2**32  # the training split in float32 on the variance-explained grid, at most
 BASELINES = ("pca", "cpca")
 
 
@@ -28,17 +31,33 @@ def pooling(shape: tuple[int, ...]) -> int:
     return max(1, math.ceil((math.prod(shape) / MAX_VOXELS) ** (1 / 3)))
 
 
+def ve_pooling(datamodule: ContrastiveDataModule) -> int:
+    """The average-pooling factor of the grid on which the model's and PCA's variance explained
+    are measured: the smallest whose training split fits `VE_BYTES` in float32 (1 up to about
+    1,700 training scans at 2 mm)."""
+    scans = sum(len(datamodule.splits["train"][role]) for role in ("target", "background"))
+    factor = 1
+    while scans * math.prod(math.ceil(n / factor) for n in datamodule.image_shape) * 4 > VE_BYTES:
+        factor += 1
+    return factor
+
+
+def pooled(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Volumes [B, 1, X, Y, Z] average-pooled by `factor` (partial blocks at the far edges)."""
+    if factor == 1:
+        return images
+    return torch.nn.functional.avg_pool3d(images, factor, ceil_mode=True)
+
+
 @torch.no_grad()
-def split_volumes(datamodule: ContrastiveDataModule, split: str, role: str
-                  ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The `role` rows of `split` and their model inputs, pooled and flattened: [n, V]."""
-    factor = pooling(datamodule.image_shape)
+def split_volumes(datamodule: ContrastiveDataModule, split: str, role: str,
+                  factor: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The `role` rows of `split` and their model inputs, pooled by `factor` (None: to at most
+    `MAX_VOXELS`) and flattened: [n, V]."""
+    factor = factor or pooling(datamodule.image_shape)
     rows, arrays = [], []
     for batch in datamodule.input_batches(split, role):
-        images = batch["image"]
-        if factor > 1:
-            images = torch.nn.functional.avg_pool3d(images, factor, ceil_mode=True)
-        arrays.append(images.flatten(1).numpy())
+        arrays.append(pooled(batch["image"], factor).flatten(1).numpy())
         rows += list(batch["subject_id"])
     table = datamodule.splits[split][role].set_index("subject_id").loc[rows].reset_index()
     return table, np.concatenate(arrays)
@@ -64,8 +83,9 @@ def baseline_latents(datamodule: ContrastiveDataModule, names: tuple[str, ...], 
                      ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]]:
     """Latents tables (train, `split`) of each baseline in `names`, with its decoder scores:
     pca (codes fitted on the training targets; variance explained on every `split` scan by a
-    PCA of every training scan) or cpca (training targets against training backgrounds,
-    contrast `alpha`; no decoder). The volumes are read once for all of them."""
+    PCA of every training scan, on the `ve_pooling` grid) or cpca (training targets against
+    training backgrounds, contrast `alpha`; no decoder). The volumes are read once for the
+    codes, and once more for PCA's variance explained where its grid is finer."""
     check_baselines(names)
     parts = {(s, role): split_volumes(datamodule, s, role)
              for s in ("train", split) for role in ("target", "background")}
@@ -85,10 +105,12 @@ def baseline_latents(datamodule: ContrastiveDataModule, names: tuple[str, ...], 
         decoded = {}
         if name == "pca":
             project = PCA(components, random_state=0).fit(train_target).transform
+            factor = ve_pooling(datamodule)
+            grid = parts if factor == pooling(datamodule.image_shape) else {
+                key: split_volumes(datamodule, *key, factor) for key in parts}
             decoded["variance_explained"] = pca_variance_explained(
-                np.concatenate([train_target, train_background]),
-                np.concatenate([parts[split, "target"][1], parts[split, "background"][1]]),
-                components)
+                *(np.concatenate([grid[s, "target"][1], grid[s, "background"][1]])
+                  for s in ("train", split)), components)
         else:
             axes = contrastive_pca(train_target.astype(np.float64),
                                    train_background.astype(np.float64), components, alpha)

@@ -17,6 +17,7 @@ from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.data.datasets import model_inputs
 from neurocvae.evaluation import metrics
+from neurocvae.evaluation.baselines import pooled
 
 BRAIN = 0.02  # input intensity above which a twin voxel counts as brain (for map correlation)
 
@@ -76,15 +77,18 @@ def twin_input(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
 @torch.no_grad()
 def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, split: str, *,
                  reference: np.ndarray, twins: dict[str, str] | None = None,
-                 examples: int = 3) -> Decoded:
-    """Decode every scan of `split` at its code means. `reference` is the training mean image
-    (for variance explained); `twins` maps target subject ids to healthy-twin volume paths."""
+                 examples: int = 3, ve_pooling: int = 1) -> Decoded:
+    """Decode every scan of `split` at its code means. `reference` is the training mean image;
+    variance explained is measured about it on volumes average-pooled by `ve_pooling` (the
+    grid PCA's is measured on, `baselines.ve_pooling`). `twins` maps target subject ids to
+    healthy-twin volume paths."""
     module.eval()
     twins = twins or {}
     residual = total = 0.0
     map_sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
     shown: list[Example] = []
+    mean = pooled(torch.from_numpy(reference)[None, None], ve_pooling)
     per_twin: dict[str, list[float]] = defaultdict(list)
     for role in ("target", "background"):
         groups = datamodule.splits[split][role].set_index("subject_id")["group"]
@@ -95,8 +99,10 @@ def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
             full = _numpy(module.nets.decode(shared, salient)) if role == "target" \
                 else counterfactual
             x = _numpy(images)
-            residual += float(np.sum((x - full) ** 2, dtype=np.float64))
-            total += float(np.sum((x - reference) ** 2, dtype=np.float64))
+            on_grid = pooled(images.float().cpu(), ve_pooling)
+            residual += float(torch.sum((on_grid - pooled(torch.from_numpy(full)[:, None],
+                                                          ve_pooling)).double() ** 2))
+            total += float(torch.sum((on_grid - mean).double() ** 2))
             if role == "background":
                 continue
             for i, subject in enumerate(batch["subject_id"]):

@@ -23,7 +23,7 @@ from neurocvae.contrastive.latents import encode_roles
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.evaluation import plots
-from neurocvae.evaluation.baselines import baseline_latents, check_baselines
+from neurocvae.evaluation.baselines import baseline_latents, check_baselines, ve_pooling
 from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.html import write_comparison_html, write_html_report
 from neurocvae.evaluation.report import COLUMN_NOTES, headline, markdown_table, write_report
@@ -148,9 +148,10 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
         root = cohort.root
         twins = {row.subject_id: str(root / row.twin_path)
                  for row in truth.itertuples() if isinstance(row.twin_path, str) and row.twin_path}
+    pooling = ve_pooling(datamodule)  # the grid of the model's and PCA's variance explained
     decoded = decode_split(module, datamodule, split, reference=mean_image(datamodule),
-                           twins=twins, examples=examples)
-    metrics["decoded"] = decoded.scores()
+                           twins=twins, examples=examples, ve_pooling=pooling)
+    metrics["decoded"] = decoded.scores() | {"variance_explained_pooling": pooling}
     metrics["salient_maps"] = save_salient_maps(
         decoded.salient_maps, datamodule.grid_affine, out_dir,
         cohort.planted_patterns() if cohort else {}, figures=figures)

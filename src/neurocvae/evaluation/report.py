@@ -58,12 +58,13 @@ r2_*: cross-validated ridge R² (leakage; head: u_head, the planted head size); 
 site decoded from s (chance 1/#sites);
 auroc: targets vs backgrounds from each space (z should stay near 0.5); energy_bg_tg:
 mean ‖s‖² of backgrounds / targets (→ 0); ve: variance explained (pca: 10 components of the
-training scans); twin_error: median ‖D([z,0]) − twin‖² / ‖x − twin‖² (< 1 is good); cf_error:
-median ‖D([z,0]) − twin‖² / ‖D([z,s]) − x‖² (1: the counterfactual is as close to the twin as
-the reconstruction to the scan); gain: median ⟨D(E(x)) − D(E(twin)), x − twin⟩ / ‖x − twin‖²,
-the share of the planted disease the autoencoder reproduces (1 is all); map_r: median
-correlation of the model's and the planted disease maps; map_peak_mm: the largest distance
-(over groups) from a group's salient-map peak to its planted centre."""
+training scans; both on one grid); twin_error: median ‖D([z,0]) − twin‖² / ‖x − twin‖²
+(< 1 is good); cf_error: median ‖D([z,0]) − twin‖² / ‖D([z,s]) − x‖² (1: the counterfactual
+is as close to the twin as the reconstruction to the scan); gain: median
+⟨D(E(x)) − D(E(twin)), x − twin⟩ / ‖x − twin‖², the share of the planted disease the
+autoencoder reproduces (1 is all); map_r: median correlation of the model's and the planted
+disease maps; map_peak_mm: the largest distance (over groups) from a group's salient-map peak
+to its planted centre."""
 
 ROWS = [  # (label, keys under a space)
     ("active dimensions (of all)", ("active",)),
