@@ -96,7 +96,7 @@ def test_linear_stride_keeps_the_coarse_grid_under_the_voxel_budget():
     assert linear_stride((40, 48, 40), 131_072) == 1
     assert linear_stride((80, 96, 80), 131_072) == 2
     assert linear_stride((160, 192, 160), 131_072) == 4
-    assert linear_stride((80, 96, 80), 2**20) == 1  # the default: 2 mm at its own resolution
+    assert linear_stride((80, 96, 80), 2**20) == 1
     assert linear_stride((160, 192, 160), 2**20) == 2
     assert linear_stride((17, 20, 15), 1000) == 2  # 9 × 10 × 8 = 720 voxels
 

@@ -18,7 +18,7 @@ Named architectures (conf/arch/):
 
 Linear paths work on a grid coarsened by an integer `stride` (average pooling in, trilinear
 upsampling out), chosen as the smallest that leaves at most a number of voxels: for the
-decoder's images 1,048,576 by default (stride 1 at 4 and 2 mm; 2 at 1 mm, 160×192×160), for
+decoder's images 131,072 by default (stride 1 at 4 mm, 40×48×40; 4 at 1 mm, 160×192×160), for
 the encoders' projections 16,384 (stride 2 at 4 mm, 8 at 1 mm: 20×24×20), where averaging
 blocks of voxels lowers the noise a projection picks up while keeping smooth patterns.
 """
@@ -330,7 +330,7 @@ class ContrastiveNets(nn.Module):
                  hidden: int | None = 128, bottleneck_channels: int | None = None,
                  norm: str | None = "batch", activation: str = "relu", output_norm: bool = False,
                  output: str = "sigmoid", logvar_limit: float = 10.0, decoder: str = "conv",
-                 linear_voxels: int = 2**20, projection_voxels: int | None = None,
+                 linear_voxels: int = 131_072, projection_voxels: int | None = None,
                  pattern_share: bool = False, shared_projection: str = "coarse") -> None:
         super().__init__()
         if decoder not in ("conv", "additive"):
