@@ -208,6 +208,7 @@ def test_bf16_mixed_precision_trains_the_default_model_on_the_cpu(sets, tmp_path
     assert scores["bf16-mixed"] != scores["32-true"]
     assert scores["bf16-mixed"] == pytest.approx(scores["32-true"], rel=1e-4)
 
+
 @pytest.mark.parametrize("debug", ["fast_dev_run", "limit", "overfit", "profiler"])
 def test_every_debug_config_trains(sets, tmp_path, debug):
     summary = run(sets, tmp_path, f"debug={debug}", "trainer.max_epochs=2")
