@@ -276,3 +276,19 @@ def test_the_model_and_pca_explain_variance_on_one_grid(bench, tmp_path, monkeyp
     explained = 1 - torch.cat(residual).square().sum() / np.sum(
         (volumes["test"] - volumes["train"].mean(0)) ** 2)
     assert metrics["decoded"]["variance_explained"] == pytest.approx(float(explained), rel=1e-4)
+
+
+def test_the_validation_table_does_not_replace_the_test_table(bench):
+    out, results = bench
+    test_table = (out / "benchmark.md").read_text()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [*SMALL, f"out_dir={out}", "seeds=[0,1]", "only=[cvae]",
+                                    "split=val"])
+        validation = benchmark.__wrapped__(cfg)
+    assert (out / "benchmark.md").read_text() == test_table
+    assert pd.read_csv(out / "results.csv").shape == results.shape
+    assert pd.read_csv(out / "results_val.csv").shape == validation.shape
+    assert "val split" in (out / "benchmark_val.md").read_text()
+    assert (out / "benchmark_val.png").is_file()
+    assert sorted(p.name for p in (out / "runs" / "cvae" / "seed0").glob("eval*")) == [
+        "eval", "eval_val"]

@@ -3,8 +3,10 @@ named arms × seeds, one comparison table.
 
 Layout of `out_dir`: `cohort/` (the synthetic cohort, `target.csv`, `background.csv`),
 `runs/<arm>/seed<k>/` (each a `neurocvae-train` run folder with its `eval/`), `results.csv`
-(one row per arm and seed), `benchmark.md` (mean ± SD per arm) and `benchmark.png`. Everything
-finished is kept: started again, the command picks up where it stopped.
+(one row per arm and seed), `benchmark.md` (mean ± SD per arm) and `benchmark.png`; measured on
+another split than the test split, each named with it (`eval_val/`, `results_val.csv`, …), so
+that neither table replaces the other. Everything finished is kept: started again, the command
+picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
 def eval_dir(run_dir: Path, split: str) -> Path:
     """Where a run's evaluation on `split` goes: eval/ for the test split, eval_<split>/ else."""
     return run_dir / ("eval" if split == "test" else f"eval_{split}")
+
+
+def table_names(split: str) -> dict[str, str]:
+    """The file names of the benchmark's outputs measured on `split`."""
+    suffix = "" if split == "test" else f"_{split}"
+    return {"results": f"results{suffix}.csv", "table": f"benchmark{suffix}.md",
+            "figure": f"benchmark{suffix}.png"}
 
 
 def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_dir: Path,
@@ -118,7 +127,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     if results.empty:  # nothing asked for (e.g. seeds=[]): the cohort alone
         log.info("no runs asked for; the cohort is in %s", out_dir / "cohort")
         return results
-    results.to_csv(out_dir / "results.csv", index=False)
+    names = table_names(cfg.split)
+    results.to_csv(out_dir / names["results"], index=False)
     columns = [c for c in [*HEADLINE, "seconds"] if results[c].notna().any()]
     command = " ".join(["neurocvae-benchmark", *HydraConfig.get().overrides.task]) \
         if HydraConfig.initialized() else f"neurocvae-benchmark preset={cfg.name}"
@@ -127,8 +137,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         eval_dir(out_dir / "runs" / arm / f"seed{seed}", cfg.split) / "latents.csv"
         for seed in cfg.seeds)
         if path.is_file()] for arm in arms}
-    (out_dir / "benchmark.md").write_text(summary_markdown(
-        results, columns, cfg, command, minutes, stability_table(latents)))
-    plot_summary(results, out_dir / "benchmark.png")
-    log.info("benchmark table: %s", out_dir / "benchmark.md")
+    (out_dir / names["table"]).write_text(summary_markdown(
+        results, columns, cfg, command, minutes, names, stability_table(latents)))
+    plot_summary(results, out_dir / names["figure"])
+    log.info("benchmark table: %s", out_dir / names["table"])
     return results

@@ -72,13 +72,14 @@ def stability_table(latents: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
 
 
 def summary_markdown(results: pd.DataFrame, columns: list[str], cfg: DictConfig,
-                     command: str, minutes: float,
+                     command: str, minutes: float, names: dict[str, str],
                      stability: pd.DataFrame | None = None) -> str:
-    """benchmark.md: the preset, the command, both tables, the reference values."""
+    """benchmark.md: the preset, the command, both tables, the reference values; `names` are
+    the output files' (`benchmark.table_names`)."""
     arms = {a: o for a, o in OmegaConf.to_container(cfg.arms).items() if a in set(results.arm)}
     text = [f"# neurocvae-benchmark: preset `{cfg.name}`", "",
             f"Command: `{command}`; {minutes:.1f} min wall time in total. Results of every "
-            "run: `results.csv`; figure: `benchmark.png`.", "",
+            f"run: `{names['results']}`; figure: `{names['figure']}`.", "",
             f"Cohort (neurocvae-synth overrides): `{' '.join(cfg.cohort)}`; splits "
             f"{dict(cfg.split_fractions)}; seeds {list(cfg.seeds)}; common training overrides "
             f"`{' '.join(cfg.train)}`.", "",
