@@ -22,11 +22,10 @@ from omegaconf import OmegaConf
 
 from neurocvae.contrastive.build import build_module
 from neurocvae.contrastive.linear import initialise_linear
+from neurocvae.data.scans import ROLES
 from neurocvae.evaluation.baselines import pca_variance_explained, pooling, split_volumes
 from neurocvae.evaluation.decoded import decode_split, mean_image
 from neurocvae.evaluation.evaluate import run_config, run_datamodule
-
-ROLES = ("target", "background")
 
 
 def main() -> None:

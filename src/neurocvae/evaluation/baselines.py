@@ -18,6 +18,7 @@ from sklearn.decomposition import PCA
 
 from neurocvae.contrastive.latents import known_columns
 from neurocvae.contrastive.linear import contrastive_pca
+from neurocvae.contrastive.nets import linear_stride
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 
@@ -36,10 +37,7 @@ def ve_pooling(datamodule: ContrastiveDataModule) -> int:
     are measured: the smallest whose training split fits `VE_BYTES` in float32 (1 up to about
     1,700 training scans at 2 mm)."""
     scans = sum(len(datamodule.splits["train"][role]) for role in ("target", "background"))
-    factor = 1
-    while scans * math.prod(math.ceil(n / factor) for n in datamodule.image_shape) * 4 > VE_BYTES:
-        factor += 1
-    return factor
+    return linear_stride(datamodule.image_shape, VE_BYTES // (4 * scans))
 
 
 def pooled(images: torch.Tensor, factor: int) -> torch.Tensor:

@@ -99,7 +99,7 @@ def decode_split(module: ContrastiveModule, datamodule: ContrastiveDataModule, s
             full = _numpy(module.nets.decode(shared, salient)) if role == "target" \
                 else counterfactual
             x = _numpy(images)
-            on_grid = pooled(images.float().cpu(), ve_pooling)
+            on_grid = pooled(torch.from_numpy(x)[:, None], ve_pooling)
             residual += float(torch.sum((on_grid - pooled(torch.from_numpy(full)[:, None],
                                                           ve_pooling)).double() ** 2))
             total += float(torch.sum((on_grid - mean).double() ** 2))
