@@ -197,6 +197,35 @@ def test_a_shared_projection_on_the_linear_grid_sees_healthy_detail_the_coarse_g
     assert abs(np.corrcoef(salient[:, 0].numpy(), data.severity)[0, 1]) > 0.95
 
 
+def test_salient_images_on_a_coarser_grid_are_the_block_averages_of_those_on_the_shared_grid():
+    """`salient_linear_voxels` puts the salient images alone on a coarser grid (stride 2 here):
+    the template, the shared images, both projections and the pattern share are those of nets
+    with one grid, and the salient images are the block averages of theirs."""
+    data = PlantedVolumes(detail=True)
+
+    def initialised(salient_voxels: int | None) -> ContrastiveNets:
+        nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2,
+                               decoder="additive", projection_voxels=64, channels=(4, 8),
+                               hidden=16, norm="group", output="none", pattern_share=True,
+                               shared_projection="linear", salient_linear_voxels=salient_voxels)
+        initialise_linear(nets, data)
+        return nets
+
+    one_grid, split = initialised(None), initialised(64)
+    assert split.decoder.salient_linear.coarse == (4, 4, 4)
+    assert split.decoder.shared_linear.coarse == one_grid.decoder.salient_linear.coarse == SHAPE
+    expected = one_grid.state_dict()
+    for name, value in split.state_dict().items():  # the parts the linear start sets
+        if name.startswith(("decoder.template", "decoder.shared_linear", "pattern_share")) or (
+                "encoder.linear" in name):
+            torch.testing.assert_close(value, expected[name], msg=name)
+    fine = one_grid.decoder.salient_linear.images().view(2, 1, *SHAPE)
+    torch.testing.assert_close(split.decoder.salient_linear.images(),
+                               torch.nn.functional.avg_pool3d(fine, 2).flatten(1))
+    with torch.no_grad():
+        assert split.decode(torch.zeros(1, 3), torch.ones(1, 2)).shape == (1, 1, *SHAPE)
+
+
 def test_the_salient_detail_is_the_part_of_a_pattern_the_coarse_grid_cannot_hold():
     """A pattern = a part constant on 2-voxel blocks + a voxel checkerboard (0 in every block
     average): the detail found from the targets is the checkerboard alone."""

@@ -25,14 +25,14 @@ adapts the convolutions and the decoder.
 Volumes [n, V] are the model inputs average-pooled to a projection's grid. P_s lives on the
 coarse `projection_voxels` grid (fewer voxels: less noise in contrastive PCA). With nets whose
 `shared_projection` is "linear" (or whose two grids coincide), P_z lives on the grid of the
-decoder's linear images and those images are its own axes, as in PCA: a scan is decoded as its
-projection onto them, however far it lies from the training scans, and detail finer than the
-coarse grid is kept. On that grid
-P_z would also read the salient patterns' own finer detail, which P_s cannot hold; with
-`outside_detail` P_z is sought outside it too (`salient_detail`). (With a coarse
-P_z, L_z and L_s are fitted jointly by least squares instead; its images then extrapolate the
-coarse codes' regression on the fine images, which fails for scans unlike any training scan,
-such as a 3-SD small head.)
+decoder's shared linear images and those images are its own axes, as in PCA: a scan is decoded
+as its projection onto them, however far it lies from the training scans, and detail finer than
+the coarse grid is kept. Salient images on a coarser grid (`salient_linear_voxels`) are fitted
+on the shared images' grid and block-averaged. On that grid P_z would also read the salient
+patterns' own finer detail, which P_s cannot hold; with `outside_detail` P_z is sought outside
+it too (`salient_detail`). (With a coarse P_z, L_z and L_s are fitted jointly by least
+squares instead; its images then extrapolate the coarse codes' regression on the fine images,
+which fails for scans unlike any training scan, such as a 3-SD small head.)
 
 A local pattern also moves a scan along directions healthy scans vary in, where P_z sees it
 and P_s, outside them, does not. With nets that have a `pattern_share`, a target's shared code
@@ -190,6 +190,18 @@ def regrid(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -
     return resized.flatten(1).numpy()
 
 
+def block_average(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]
+                  ) -> np.ndarray:
+    """Images [k, V] on a grid of `shape` averaged over blocks to the coarser `new_shape`
+    [k, V'] (adaptive average pooling)."""
+    if tuple(shape) == tuple(new_shape):
+        return images
+    if not len(images):
+        return np.zeros((0, math.prod(new_shape)))
+    volumes = torch.from_numpy(images).reshape(len(images), 1, *shape)
+    return torch.nn.functional.adaptive_avg_pool3d(volumes, tuple(new_shape)).flatten(1).numpy()
+
+
 def salient_detail(target: np.ndarray, background: np.ndarray, salient: np.ndarray,
                    healthy: int, grids: Sequence[Sequence[int]], ridge: float) -> np.ndarray:
     """[k, V] what each salient code [n_t, k] predicts of the targets [n_t, V] on the fine grid
@@ -199,9 +211,7 @@ def salient_detail(target: np.ndarray, background: np.ndarray, salient: np.ndarr
     centre = background.mean(0)
     rest = outside(target, principal_axes(background, healthy), centre) - centre
     images = least_squares(salient, rest, ridge)
-    volumes = torch.from_numpy(images).reshape(len(images), 1, *grids[1])
-    blocks = torch.nn.functional.adaptive_avg_pool3d(volumes, tuple(grids[0]))
-    return images - regrid(blocks.flatten(1).numpy(), grids[0], grids[1])
+    return images - regrid(block_average(images, grids[1], grids[0]), grids[0], grids[1])
 
 
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
@@ -275,7 +285,7 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     if not isinstance(decoder, AdditiveDecoder):
         raise TypeError("initialise_linear needs nets with the additive decoder")
     projections = projections and nets.projection_stride is not None
-    strides = (nets.projection_stride or 1, decoder.salient_linear.stride)
+    strides = (nets.projection_stride or 1, decoder.shared_linear.stride)
     background, background_images, mean = training_volumes(datamodule, "background", strides)
     decoder.initialise_template(torch.from_numpy(mean).float())
     if not projections:
@@ -347,6 +357,7 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     else:  # both by least squares, jointly
         fitted = least_squares(codes, images, ridge)
         shared_images, salient_images = fitted[:nets.shared_dim], fitted[nets.shared_dim:]
+    salient_images = block_average(salient_images, grids[1], decoder.salient_linear.coarse)
     decoder.shared_linear.set_images(torch.from_numpy(shared_images).float())
     decoder.salient_linear.set_images(torch.from_numpy(salient_images).float())
     log.info("linear start from %d targets and %d backgrounds: %d salient and %d shared axes",

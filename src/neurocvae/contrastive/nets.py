@@ -260,20 +260,22 @@ class AdditiveDecoder(nn.Module):
 
     T a learnt template (set to the backgrounds' mean by `initialise_template`), L_z and L_s
     linear images of the codes (`LinearImage`), C a convolutional `Decoder` of the shared code
-    whose last layer starts at zero (so training starts from the linear model). The salient pattern
+    whose last layer starts at zero (so training starts from the linear model); L_s lies on the
+    grid of `salient_stride` (None: L_z's `linear_stride`). The salient pattern
     D([z, s]) − D([z, 0]) = L_s(s) is the same for every subject: a weighted sum of S images.
     No output activation: intensities are not squashed, so small differences stay linear.
     """
 
     def __init__(self, *, output_shape: Sequence[int], shared_dim: int, salient_dim: int,
-                 linear_stride: int = 1, **conv: object) -> None:
+                 linear_stride: int = 1, salient_stride: int | None = None,
+                 **conv: object) -> None:
         super().__init__()
         self.shared_dim = shared_dim
         self.template = nn.Parameter(torch.zeros(1, 1, *output_shape))
         self.shared_linear = LinearImage(output_shape=output_shape, latent_dim=shared_dim,
                                          stride=linear_stride)
         self.salient_linear = LinearImage(output_shape=output_shape, latent_dim=salient_dim,
-                                          stride=linear_stride)
+                                          stride=salient_stride or linear_stride)
         self.shared_conv = (Decoder(output_shape=output_shape, latent_dim=shared_dim,
                                     output="none", **conv) if shared_dim else None)
         if self.shared_conv is not None:
@@ -311,7 +313,8 @@ class ContrastiveNets(nn.Module):
 
     `decoder="conv"` is the mirror `Decoder`; `decoder="additive"` the `AdditiveDecoder` (then
     `output_norm` and `output` do not apply). `linear_voxels` sets the coarse grid of the
-    decoder's linear images (`linear_stride`); `projection_voxels` (None: none) gives each
+    decoder's linear images (`linear_stride`), `salient_linear_voxels` (None: the same) that of
+    the salient ones alone; `projection_voxels` (None: none) gives each
     encoder a fixed linear projection (`LinearCode`) on a grid of at most that many voxels.
 
     `shared_projection="linear"` puts the shared encoder's projection on the grid of the
@@ -330,8 +333,9 @@ class ContrastiveNets(nn.Module):
                  hidden: int | None = 128, bottleneck_channels: int | None = None,
                  norm: str | None = "batch", activation: str = "relu", output_norm: bool = False,
                  output: str = "sigmoid", logvar_limit: float = 10.0, decoder: str = "conv",
-                 linear_voxels: int = 131_072, projection_voxels: int | None = None,
-                 pattern_share: bool = False, shared_projection: str = "coarse") -> None:
+                 linear_voxels: int = 131_072, salient_linear_voxels: int | None = None,
+                 projection_voxels: int | None = None, pattern_share: bool = False,
+                 shared_projection: str = "coarse") -> None:
         super().__init__()
         if decoder not in ("conv", "additive"):
             raise ValueError(f"decoder={decoder!r}: expected 'conv' or 'additive'")
@@ -342,6 +346,7 @@ class ContrastiveNets(nn.Module):
         self.shared_dim, self.salient_dim = shared_dim, salient_dim
         self.stochastic = stochastic
         stride = linear_stride(input_shape, linear_voxels)
+        salient_stride = linear_stride(input_shape, salient_linear_voxels or linear_voxels)
         self.projection_stride = (linear_stride(input_shape, projection_voxels)
                                   if projection_voxels else None)
         conv = dict(channels=channels, hidden=hidden, bottleneck_channels=bottleneck_channels,
@@ -359,7 +364,7 @@ class ContrastiveNets(nn.Module):
         if decoder == "additive":
             self.decoder = AdditiveDecoder(output_shape=input_shape, shared_dim=shared_dim,
                                            salient_dim=salient_dim, linear_stride=stride,
-                                           **conv)
+                                           salient_stride=salient_stride, **conv)
         else:
             self.decoder = Decoder(output_shape=input_shape, latent_dim=shared_dim + salient_dim,
                                    output_norm=output_norm, output=output, **conv)
