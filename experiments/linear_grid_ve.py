@@ -5,11 +5,11 @@ sizes, beside PCA's at full resolution and on the baselines' pooled grid.
 
 RUN: a `neurocvae-train` run folder of the additive model (its configuration, data and splits
 are used; its weights are not). For each VOXELS (`arch.linear_voxels`; default 131072 and
-1048576) the model is built untrained, set by the linear start (`initialise_linear`) from the
-training split, and its test variance explained is measured as the benchmark measures it
-(full resolution). PCA (10 components of every training scan) is measured at full resolution
-and on the grid the baselines' codes use (average-pooled to at most 131,072 voxels). Prints a
-markdown table.
+1048576; the run's `arch.salient_linear_voxels` is kept) the model is built untrained, set by
+the linear start (`initialise_linear`) from the training split, and its test variance explained
+is measured as the benchmark measures it (full resolution). PCA (10 components of every
+training scan) is measured at full resolution and on the grid the baselines' codes use
+(average-pooled to at most 131,072 voxels). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ def main() -> None:
         initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
                           contrast=cfg.initialise.contrast,
                           outside_detail=cfg.initialise.get("outside_detail", True))
-        linear = module.nets.decoder.salient_linear
+        shared, salient = module.nets.decoder.shared_linear, module.nets.decoder.salient_linear
         ve = decode_split(module, datamodule, "test", reference=reference).variance_explained
-        print(f"| linear start, `arch.linear_voxels={voxels}` | stride {linear.stride} "
-              f"({linear.images().shape[1]:,} voxels) | {ve:.4f} |")
+        print(f"| linear start, `arch.linear_voxels={voxels}` | stride {shared.stride} "
+              f"({shared.images().shape[1]:,} voxels; salient images: stride {salient.stride}) "
+              f"| {ve:.4f} |")
     for factor in sorted({1, pooling(datamodule.image_shape)}):
         train, test = (np.concatenate([split_volumes(datamodule, split, role, factor)[1]
                                        for role in ROLES]) for split in ("train", "test"))
