@@ -141,7 +141,7 @@ def replicated_components(target: np.ndarray, background: np.ndarray, components
     return len(replicates) if replicates.all() else int(np.argmin(replicates))
 
 
-def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray) -> np.ndarray:
+def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray | float) -> np.ndarray:
     """The rows [n, V] with their components along the orthonormal `axes` [V, k] about `centre`
     removed."""
     return rows - (rows - centre) @ axes @ axes.T
@@ -264,7 +264,7 @@ def _set_encoder(encoder: Encoder, axes: np.ndarray, centre: np.ndarray,
         encoder.logvar.bias[:dim] = math.log(START_VARIANCE)
 
 
-def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray, scale: np.ndarray,
+def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray | float, scale: np.ndarray,
            dim: int) -> np.ndarray:
     """[n, dim] codes of the rows through the projection (zero beyond the axes found)."""
     codes = np.zeros((len(rows), dim))
@@ -308,14 +308,13 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
                  ", ".join(f"{v:.3g}" for v in values[:4]))
     shared_on_linear_grid = bool(nets.shared_dim
                                  and nets.shared_encoder.linear.stride == strides[1])
-    if shared_on_linear_grid:  # the shared projection reads the decoder's grid
-        shared_rows = np.concatenate([target_images, background_images])
-        shared_centre, shared_grid = image_centre, grids[1]
-    else:
-        shared_rows = np.concatenate([target, background])
-        shared_centre, shared_grid = centre, grids[0]
     n_target = len(target)
     images = np.concatenate([target_images, background_images]) - image_centre
+    if shared_on_linear_grid:  # the shared projection reads the decoder's grid
+        shared_rows, shared_centre, shared_grid = images, image_centre, grids[1]
+    else:  # about its centre, as `images`
+        shared_rows = np.concatenate([target, background]) - centre
+        shared_centre, shared_grid = centre, grids[0]
     codes = np.zeros((len(images), nets.shared_dim + nets.salient_dim))
     if nets.salient_dim:  # backgrounds keep salient codes of 0, as in training
         scale = ((target - centre) @ salient_axes).std(0) + 1e-8
@@ -331,11 +330,11 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         salient_seen = np.concatenate([salient_seen, detail.T], axis=1)
     salient_seen = np.linalg.qr(salient_seen)[0]
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
-        shared_axes = principal_axes(outside(shared_rows, salient_seen, shared_centre),
+        shared_axes = principal_axes(outside(shared_rows, salient_seen, 0.0),
                                      nets.shared_dim)
-        shared_scale = ((shared_rows - shared_centre) @ shared_axes).std(0) + 1e-8
+        shared_scale = (shared_rows @ shared_axes).std(0) + 1e-8
         _set_encoder(nets.shared_encoder, shared_axes, shared_centre, shared_scale)
-        codes[:, :nets.shared_dim] = _codes(shared_rows, shared_axes, shared_centre,
+        codes[:, :nets.shared_dim] = _codes(shared_rows, shared_axes, 0.0,
                                             shared_scale, nets.shared_dim)
     if nets.pattern_share is not None and salient_axes.shape[1]:
         share = pattern_share(
