@@ -1,6 +1,7 @@
 """The linear start of the additive model recovers a planted target-only direction."""
 
 import numpy as np
+import pytest
 import torch
 
 from neurocvae.contrastive.linear import (
@@ -224,6 +225,9 @@ def test_salient_images_on_a_coarser_grid_are_the_block_averages_of_those_on_the
                                torch.nn.functional.avg_pool3d(fine, 2).flatten(1))
     with torch.no_grad():
         assert split.decode(torch.zeros(1, 3), torch.ones(1, 2)).shape == (1, 1, *SHAPE)
+    with pytest.raises(ValueError, match="salient_linear_voxels=512 exceeds linear_voxels=64"):
+        ContrastiveNets(input_shape=SHAPE, decoder="additive", linear_voxels=64,
+                        salient_linear_voxels=512)
 
 
 def test_the_salient_detail_is_the_part_of_a_pattern_the_coarse_grid_cannot_hold():

@@ -347,6 +347,10 @@ class ContrastiveNets(nn.Module):
         self.stochastic = stochastic
         stride = linear_stride(input_shape, linear_voxels)
         salient_stride = linear_stride(input_shape, salient_linear_voxels or linear_voxels)
+        if salient_stride < stride:
+            raise ValueError(f"salient_linear_voxels={salient_linear_voxels} exceeds "
+                             f"linear_voxels={linear_voxels}: the salient images lie on the "
+                             "shared images' grid or a coarser one")
         self.projection_stride = (linear_stride(input_shape, projection_voxels)
                                   if projection_voxels else None)
         conv = dict(channels=channels, hidden=hidden, bottleneck_channels=bottleneck_channels,
