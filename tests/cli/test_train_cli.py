@@ -85,6 +85,10 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
     (["initialise.outside_detail=maybe"], "initialise.outside_detail=maybe: expected true or "
                                           "false"),
     (["arch.shared_projection=fine"], "expected one of ('coarse', 'linear')"),
+    (["arch.salient_linear_voxels=0"], "arch.salient_linear_voxels=0: expected a finite "
+                                       "number ≥ 1"),
+    (["arch.salient_linear_voxels=262144"], "exceeds arch.linear_voxels=131072: the salient "
+                                            "images lie on the shared images' grid"),
     (["beta.value=-1"], "beta.value=-1: expected a finite number ≥ 0"),
     (["beta=cyclical", "beta.value=-0.5"], "beta.value=-0.5: expected a finite number ≥ 0"),
     (["gamma.value=-1"], "gamma.value=-1: expected a finite number ≥ 0"),

@@ -99,6 +99,8 @@ def test_linear_stride_keeps_the_coarse_grid_under_the_voxel_budget():
     assert linear_stride((80, 96, 80), 2**20) == 1
     assert linear_stride((160, 192, 160), 2**20) == 2
     assert linear_stride((17, 20, 15), 1000) == 2  # 9 × 10 × 8 = 720 voxels
+    with pytest.raises(ValueError, match="at least 1 voxel, got 0"):
+        linear_stride((40, 48, 40), 0)  # would otherwise search for a stride forever
 
 
 @pytest.mark.parametrize("shape,voxels", [((16, 16, 16), 131_072), ((17, 20, 15), 1000)])

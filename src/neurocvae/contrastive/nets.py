@@ -53,6 +53,8 @@ def pyramid(shape: Sequence[int], levels: int) -> list[Shape]:
 
 def linear_stride(shape: Sequence[int], max_voxels: int) -> int:
     """The smallest integer stride whose coarsened grid ⌈n / stride⌉ has ≤ `max_voxels` voxels."""
+    if max_voxels < 1:
+        raise ValueError(f"a linear path's grid needs at least 1 voxel, got {max_voxels}")
     stride = 1
     while math.prod(math.ceil(n / stride) for n in shape) > max_voxels:
         stride += 1
@@ -346,7 +348,8 @@ class ContrastiveNets(nn.Module):
         self.shared_dim, self.salient_dim = shared_dim, salient_dim
         self.stochastic = stochastic
         stride = linear_stride(input_shape, linear_voxels)
-        salient_stride = linear_stride(input_shape, salient_linear_voxels or linear_voxels)
+        salient_stride = linear_stride(input_shape, linear_voxels if salient_linear_voxels is None
+                                       else salient_linear_voxels)
         if salient_stride < stride:
             raise ValueError(f"salient_linear_voxels={salient_linear_voxels} exceeds "
                              f"linear_voxels={linear_voxels}: the salient images lie on the "

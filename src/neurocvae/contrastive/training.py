@@ -77,6 +77,15 @@ def check_settings(cfg: DictConfig) -> None:
         value = cfg.get("initialise", {}).get(switch, True)
         if not isinstance(value, bool):
             raise InputError(f"initialise.{switch}={value}: expected true or false")
+    for name in ("linear_voxels", "salient_linear_voxels", "projection_voxels"):
+        if cfg.arch.get(name) is not None:
+            require_number(f"arch.{name}", cfg.arch[name], at_least=1,
+                           meaning="the voxels of a linear path's grid, at most")
+    salient_voxels = cfg.arch.get("salient_linear_voxels")
+    if salient_voxels is not None and salient_voxels > cfg.arch.linear_voxels:
+        raise InputError(f"arch.salient_linear_voxels={salient_voxels} exceeds "
+                         f"arch.linear_voxels={cfg.arch.linear_voxels}: the salient images lie "
+                         "on the shared images' grid or a coarser one")
     if cfg.arch.get("shared_projection", "coarse") not in SHARED_PROJECTIONS:
         raise InputError(f"arch.shared_projection={cfg.arch.shared_projection}: expected one "
                          f"of {SHARED_PROJECTIONS}")
