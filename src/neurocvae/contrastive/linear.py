@@ -141,6 +141,27 @@ def replicated_components(target: np.ndarray, background: np.ndarray, components
     return len(replicates) if replicates.all() else int(np.argmin(replicates))
 
 
+def replicated_salient_axes(target: np.ndarray, background: np.ndarray, shared_dim: int,
+                            salient_dim: int, contrast: float
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """The salient axes [V, k ≤ salient_dim] of the training rows (targets [n_t, V],
+    backgrounds [n_b, V]) and the backgrounds' top `shared_dim` principal axes [V, h] they are
+    sought outside: the leading contrastive axes (α = `contrast`, about the backgrounds' mean)
+    that recur in held-out halves (`replicated_components`); the other salient dimensions
+    start silent."""
+    centre = background.mean(0)
+    background_axes = principal_axes(background, shared_dim)
+    target_rest = outside(target, background_axes, centre)
+    background_rest = outside(background, background_axes, centre)
+    values, axes = contrastive_components(target_rest, background_rest, salient_dim, contrast,
+                                          about=centre)
+    kept = replicated_components(target_rest, background_rest, salient_dim, contrast)
+    log.info("contrastive PCA outside the backgrounds' top %d principal axes: %d of the top %d "
+             "axes (eigenvalues %s) recur in held-out halves of the scans",
+             background_axes.shape[1], kept, len(values), ", ".join(f"{v:.3g}" for v in values[:4]))
+    return axes[:, :kept], background_axes
+
+
 def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray | float) -> np.ndarray:
     """The rows [n, V] with their components along the orthonormal `axes` [V, k] about `centre`
     removed."""
@@ -294,18 +315,9 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     centre, image_centre = background.mean(0), background_images.mean(0)
     grids = [coarse_shape(nets.input_shape, stride) for stride in strides]
     salient_axes = np.zeros((len(centre), 0))
-    if nets.salient_dim:  # outside what the shared space explains of the backgrounds
-        background_axes = principal_axes(background, nets.shared_dim)
-        target_rest = outside(target, background_axes, centre)
-        background_rest = outside(background, background_axes, centre)
-        values, salient_axes = contrastive_components(target_rest, background_rest,
-                                                      nets.salient_dim, contrast, about=centre)
-        kept = replicated_components(target_rest, background_rest, nets.salient_dim, contrast)
-        salient_axes = salient_axes[:, :kept]  # the other dimensions start silent
-        log.info("contrastive PCA outside the backgrounds' top %d principal axes: %d of the top "
-                 "%d axes (eigenvalues %s) recur in held-out halves of the scans",
-                 background_axes.shape[1], kept, len(values),
-                 ", ".join(f"{v:.3g}" for v in values[:4]))
+    if nets.salient_dim:
+        salient_axes, background_axes = replicated_salient_axes(
+            target, background, nets.shared_dim, nets.salient_dim, contrast)
     shared_on_linear_grid = bool(nets.shared_dim
                                  and nets.shared_encoder.linear.stride == strides[1])
     n_target = len(target)
