@@ -12,9 +12,10 @@ DEMO_DIR    ?= outputs/demo
 
 # The demo's cohort: scanner-space head size and no anatomy or texture of each subject's own,
 # where the default model separates the default-strength patterns at the demo's size. On the
-# realistic defaults of conf/synth.yaml the demo's sets are below its detection limit: with the
-# patterns scaled to f = 1.3 % or 2 % it keeps one salient axis of the two needed
-# (experiments/results/detection_limit_realistic.md; `make demo DEMO_COHORT=` runs them).
+# realistic defaults of conf/synth.yaml (each subject's own anatomy and texture) the demo's
+# brain-age-selected sets (126 targets, 10 of them with pattern A alone) are at its detection
+# limit: it keeps one salient axis of the two needed, validation ARI 0.39 (cPCA -0.02), where
+# the benchmark's 200 + 200 scans give 1.00 (`make demo DEMO_COHORT=` runs them).
 DEMO_COHORT = head_size.space=native anatomy.rms_mm=0 anatomy.texture=0
 
 # The demo's brain-age stage: a quarter-width SFCN on the 4 mm grid, trained on half the controls
