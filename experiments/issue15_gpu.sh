@@ -11,7 +11,8 @@ OUT=${OUT:-outputs/issue15}; WORK=${WORK:-/tmp/issue15}; LIMIT=${LIMIT:-480}
 mkdir -p "$OUT" "$WORK"
 cd "$(dirname "$0")/.."
 run() { AGGREGATE=0 timeout "$LIMIT" experiments/arms_parallel.sh "$@"; }
-cohort='cohort=["grid=ci","seed=0","groups.HC.count=200", "groups.MDD.count=100", "groups.diabetes.count=100", "groups.dual.count=0"'
+# the quick preset's cohort (conf/preset/quick.yaml); its patterns scaled below
+cohort='cohort=["grid=ci","seed=0","head_size.space=native","anatomy.rms_mm=0","anatomy.texture=0","groups.HC.count=200","groups.MDD.count=100","groups.diabetes.count=100","groups.dual.count=0"'
 p() { echo "\"patterns.A.$1\",\"patterns.B.$1\""; }
 declare -A strength=(
   [strength_025]="$(p intensity=0.2),$(p warp=0.15)"
