@@ -9,6 +9,7 @@ from neurocvae.contrastive.linear import (
     initialise_linear,
     regrid,
     replicated_components,
+    replicated_salient_axes,
     salient_detail,
     sparsest_completion,
 )
@@ -72,6 +73,23 @@ def test_a_planted_pattern_replicates_and_noise_or_one_unusual_scan_does_not():
     assert replicated_components(unusual, background, 4, 10.0) == 0
     assert replicated_components(target[:3], background, 4, 10.0) == 0
 
+
+
+def test_the_salient_axes_are_the_replicated_contrastive_axes_outside_the_healthy_ones():
+    """With a pattern that also moves a healthy direction, the one salient axis lies outside the
+    backgrounds' top principal axes, along the pattern's part there; without a pattern the
+    salient space starts silent."""
+    data = PlantedVolumes(overlap=0.05)
+    axes, healthy = replicated_salient_axes(data.volumes["target"], data.volumes["background"],
+                                            3, 4, 10.0)
+    assert axes.shape == (data.pattern.size, 1) and healthy.shape == (data.pattern.size, 3)
+    assert np.abs(healthy.T @ axes).max() < 1e-8
+    rest = data.pattern - healthy @ (healthy.T @ data.pattern)
+    assert abs(axes[:, 0] @ rest) / np.linalg.norm(rest) > 0.95
+    unpatterned = PlantedVolumes(pattern=0.0).volumes
+    silent, _ = replicated_salient_axes(unpatterned["target"], unpatterned["background"], 3, 4,
+                                        10.0)
+    assert silent.shape == (data.pattern.size, 0)
 
 def test_the_initialised_nets_encode_severity_and_reconstruct_the_pattern():
     data = PlantedVolumes()
