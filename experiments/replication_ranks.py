@@ -1,6 +1,6 @@
 """The linear start's replication test rank by rank, on the training split of finished runs.
 
-    .venv/bin/python experiments/replication_ranks.py RUN [RUN …] [--out FILE_STEM]
+    .venv/bin/python experiments/replication_ranks.py RUN [RUN …] [--permutations N] [--out STEM]
 
 RUN: a `neurocvae-train` run folder (its training split and projection grid are used; nothing of
 the trained model). For each rank of the contrastive axes sought outside the backgrounds' top
@@ -9,7 +9,10 @@ principal axes (`neurocvae.contrastive.linear`), over the same 5 × 2 split-halv
 their ratio (the default keeps the leading ranks whose ratio reaches `REPLICATION`), the share of
 fits whose held-out contrast is positive, the held-out contrast over the leading rank's, and the
 noise floor: the median fitted eigenvalue of as many ranks again after the salient dimensions,
-what fitting a half's noise alone reaches (high where the nuisance has many dimensions).
+what fitting a half's noise alone reaches (high where the nuisance has many dimensions). With
+`--permutations N`, a label-permutation null for the ratio (tried in place of its fixed
+threshold, not kept): the ratio's median and largest value over N permutations of the training
+scans' target/background labels, and whether the ratio exceeds every permuted one.
 """
 
 from __future__ import annotations
@@ -27,27 +30,33 @@ from neurocvae.contrastive.linear import (
     principal_axes,
     replicated_components,
     split_half_contrasts,
+    training_volumes,
 )
-from neurocvae.contrastive.nets import coarse_pool
 from neurocvae.evaluation.evaluate import run_config, run_datamodule
 from neurocvae.evaluation.report import markdown_table
 
 
-def ranks(run: Path, contrast: float = 10.0, splits: int = 5) -> pd.DataFrame:
+def ranks(run: Path, contrast: float = 10.0, splits: int = 5, permutations: int = 0
+          ) -> pd.DataFrame:
     cfg = run_config(run)
     datamodule = run_datamodule(cfg)
     nets = load_module(run / "checkpoints" / "best.ckpt").nets
     stride = nets.projection_stride or 1
 
-    def volumes(role: str) -> np.ndarray:
-        return np.concatenate([coarse_pool(batch["image"], stride).flatten(1).double().numpy()
-                               for batch in datamodule.input_batches("train", role)])
+    scans_read = [training_volumes(datamodule, role, (stride, stride))[0]
+                  for role in ("target", "background")]
+    target, background = scans_read
 
-    target, background = volumes("target"), volumes("background")
-    centre = background.mean(0)
-    background_axes = principal_axes(background, nets.shared_dim)
-    target, background = (outside(target, background_axes, centre),
-                          outside(background, background_axes, centre))
+    def outside_healthy(target: np.ndarray, background: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Both sets outside the backgrounds' top principal axes, as the linear start sees
+        them."""
+        centre = background.mean(0)
+        healthy = principal_axes(background, nets.shared_dim)
+        return outside(target, healthy, centre), outside(background, healthy, centre)
+
+    target, background = outside_healthy(target, background)
+    kept = replicated_components(target, background, nets.salient_dim, contrast)
     # twice the ranks, for the floor; the leading ones are those `replicated_components` tests
     fitted, held_out = split_half_contrasts(target, background, 2 * nets.salient_dim, contrast,
                                             splits=splits)
@@ -55,25 +64,41 @@ def ranks(run: Path, contrast: float = 10.0, splits: int = 5) -> pd.DataFrame:
     median_fitted, median_held_out = np.median(fitted, 0), np.median(held_out, 0)
     floor = float(np.median(median_fitted[nets.salient_dim:]))
     median_fitted = median_fitted[:nets.salient_dim]
-    kept = replicated_components(target, background, nets.salient_dim, contrast)
-    return pd.DataFrame({
+    ratio = median_held_out / median_fitted
+    table = pd.DataFrame({
         "run": str(run), "rank": np.arange(1, nets.salient_dim + 1), "kept": kept,
-        "fitted": median_fitted, "held_out": median_held_out,
-        "ratio": median_held_out / median_fitted,
+        "fitted": median_fitted, "held_out": median_held_out, "ratio": ratio,
         "held_out_positive": (held_out > 0).mean(0),
         "of_leading": median_held_out / median_held_out[0], "floor": floor})
+    if permutations:  # from the scans as read, before the backgrounds' axes are taken out
+        rng, scans = np.random.default_rng(0), np.concatenate(scans_read)
+        null = []
+        for _ in range(permutations):
+            order = rng.permutation(len(scans))
+            permuted = outside_healthy(scans[order[:len(target)]], scans[order[len(target):]])
+            fitted, held_out = split_half_contrasts(*permuted, nets.salient_dim, contrast,
+                                                    splits=splits)
+            null.append(np.median(held_out, 0) / np.median(fitted, 0))
+        table["null_median"], table["null_max"] = np.median(null, 0), np.max(null, 0)
+        table["exceeds_null"] = ratio > table["null_max"]
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--permutations", type=int, default=0)
     parser.add_argument("--out", type=Path,
                         default=Path("experiments/results/replication_ranks"))
     args = parser.parse_args()
-    table = pd.concat([ranks(run) for run in args.runs], ignore_index=True)
+    table = pd.concat([ranks(run, permutations=args.permutations) for run in args.runs],
+                      ignore_index=True)
     text = ["# The linear start's replication test, rank by rank (training split)", "",
             "Command: `" + " ".join(["python experiments/replication_ranks.py",
-                                     *map(str, args.runs), "--out", str(args.out)]) + "`", "",
+                                     *map(str, args.runs),
+                                     *(["--permutations", str(args.permutations)]
+                                       if args.permutations else []),
+                                     "--out", str(args.out)]) + "`", "",
             f"`kept`: the salient axes the default keeps (ratio ≥ {REPLICATION} for every "
             "rank up to it). Medians over 5 × 2 split-halves; contrasts in the projections' "
             "units (coarse grid).", "", markdown_table(table)]
