@@ -75,7 +75,7 @@ def grid_rows(run: Path, budgets: list[int]) -> pd.DataFrame:
                "voxels": pooled["train", "target"].shape[1], "kept": kept.shape[1]}
         for split in ("val", "test"):
             groups = scans[split, "target"][0]
-            codes = (outside(pooled[split, "target"], background_axes, centre) - centre)
+            codes = outside(pooled[split, "target"], background_axes, centre) - centre
             row[f"ari_kept_{split}"] = (groups_ari(codes @ kept, groups) if kept.shape[1]
                                         else np.nan)
             row[f"ari_top2_{split}"] = groups_ari(codes @ leading, groups)
