@@ -31,10 +31,9 @@ from neurocvae.contrastive.linear import (
     replicated_salient_axes,
 )
 from neurocvae.contrastive.nets import coarse_pool, coarse_shape, linear_stride
+from neurocvae.evaluation.baselines import split_volumes
 from neurocvae.evaluation.evaluate import run_config, run_datamodule
 from neurocvae.evaluation.report import markdown_table
-
-SPLITS = ("train", "val", "test")
 
 
 def groups_ari(codes: np.ndarray, groups: pd.Series) -> float:
@@ -49,14 +48,10 @@ def grid_rows(run: Path, budgets: list[int]) -> pd.DataFrame:
     datamodule = run_datamodule(config)
     shape = tuple(config.data.preprocessing.shape)
     scans = {}  # (split, role) → (groups of the scans, volumes [n, 1, X, Y, Z])
-    for split in SPLITS:
-        for role in ("target", "background"):
-            ids, images = [], []
-            for batch in datamodule.input_batches(split, role):
-                ids += list(batch["subject_id"])
-                images.append(batch["image"])
-            groups = datamodule.splits[split][role].set_index("subject_id").loc[ids, "group"]
-            scans[split, role] = groups, torch.cat(images)
+    for split, role in [("train", "target"), ("train", "background"), ("val", "target"),
+                        ("test", "target")]:
+        table, volumes = split_volumes(datamodule, split, role, factor=1)
+        scans[split, role] = table["group"], torch.from_numpy(volumes).view(-1, 1, *shape)
     contrast = float(config.initialise.contrast)
     rows = []
     for budget in budgets:
