@@ -174,6 +174,21 @@ def test_a_split_the_preset_lacks_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "bench").exists()
 
 
+def test_a_cohort_rendered_from_another_recipe_is_refused_and_kept(bench, capsys):
+    """Started again with other cohort overrides, the benchmark would measure the old cohort."""
+    out, _ = bench
+    manifest = (out / "cohort" / "manifest.csv").read_text()
+    other = SMALL[0].replace("'seed=3'", "'seed=3','anatomy.texture=0'")
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [other, *SMALL[1:], f"out_dir={out}", "seeds=[0]",
+                                    "only=[cvae]"])
+    with pytest.raises(SystemExit) as exit_:
+        benchmark(cfg)
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "texture: 0.03 there, 0.0 now" in error
+    assert (out / "cohort" / "manifest.csv").read_text() == manifest
+
+
 @pytest.mark.parametrize(("config", "message"), [
     ({"data": {"manifest": "nowhere/manifest.csv"}, "net": {"output_dim": 40}},  # brain age
      "is not a neurocvae-train run folder"),

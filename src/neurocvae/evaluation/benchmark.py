@@ -6,7 +6,7 @@ Layout of `out_dir`: `cohort/` (the synthetic cohort, `target.csv`, `background.
 (one row per arm and seed), `benchmark.md` (mean ± SD per arm) and `benchmark.png`; measured on
 another split than the test split, each named with it (`eval_val/`, `results_val.csv`, …), so
 that neither table replaces the other. Everything finished is kept: started again, the command
-picks up where it stopped.
+picks up where it stopped (on the same cohort only: `check_same_recipe`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from neurocvae.config import compose_config
-from neurocvae.data.cohort import read_manifest
+from neurocvae.data.cohort import problem_list, read_manifest
 from neurocvae.errors import InputError, TrainingDiverged
 from neurocvae.evaluation.evaluate import evaluate_run
 from neurocvae.evaluation.quick_check import fit_and_check
 from neurocvae.evaluation.report import HEADLINE, headline
 from neurocvae.evaluation.summary import plot_summary, stability_table, summary_markdown
 from neurocvae.synthetic.layout import CohortFolder
+from neurocvae.synthetic.recipe import Recipe
 from neurocvae.synthetic.renderer import generate_cohort
 from neurocvae.synthetic.strength import recipe_from_config
 
@@ -38,9 +39,11 @@ log = logging.getLogger(__name__)
 def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
     """Render the preset's cohort (unless already there) and split it into target.csv
     (patients) and background.csv (controls) beside its manifest."""
-    if not CohortFolder(folder).is_cohort():
-        synth = compose_config("synth", list(cfg.cohort))
-        recipe = recipe_from_config(OmegaConf.to_container(synth, resolve=True))
+    synth = compose_config("synth", list(cfg.cohort))
+    recipe = recipe_from_config(OmegaConf.to_container(synth, resolve=True))
+    if CohortFolder(folder).is_cohort():
+        check_same_recipe(CohortFolder(folder), recipe)
+    else:
         log.info("rendering the cohort: %d subjects on the %s grid", recipe.n_subjects,
                  recipe.grid.name)
         generate_cohort(recipe, folder, overwrite=True)
@@ -50,6 +53,22 @@ def make_cohort(cfg: DictConfig, folder: Path) -> tuple[Path, Path]:
     manifest[~controls].to_csv(target, index=False)
     manifest[controls].to_csv(background, index=False)
     return target, background
+
+
+def check_same_recipe(cohort: CohortFolder, recipe: Recipe) -> None:
+    """Refuse a cohort folder rendered from another recipe than the one the cohort overrides
+    render now (changed overrides, or changed synthetic defaults under unchanged ones): a
+    benchmark started again would otherwise measure the old cohort under the new command."""
+    if json.loads(cohort.recipe.read_text())["hash"] == recipe.hash():
+        return
+    there, here = (pd.json_normalize(tree).iloc[0].to_dict() for tree in
+                   (cohort.read_recipe(), json.loads(json.dumps(recipe.to_dict(), default=str))))
+    changed = [f"{key}: {there.get(key, '(absent)')} there, {here.get(key, '(absent)')} now"
+               for key in sorted(there.keys() | here.keys()) if there.get(key) != here.get(key)]
+    raise InputError(f"{cohort.root} holds a cohort rendered from another recipe than the "
+                     "cohort overrides give now:\n" + problem_list(changed)
+                     + "\nChoose another out_dir, or delete the cohort (and the runs trained on "
+                     "it) to render it again.")
 
 
 def eval_dir(run_dir: Path, split: str) -> Path:
