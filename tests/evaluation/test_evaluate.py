@@ -189,6 +189,21 @@ def test_a_cohort_rendered_from_another_recipe_is_refused_and_kept(bench, capsys
     assert (out / "cohort" / "manifest.csv").read_text() == manifest
 
 
+def test_a_run_trained_with_other_settings_is_refused_and_kept(bench, capsys):
+    """Started again with other training overrides, the benchmark would report the old runs."""
+    out, _ = bench
+    metrics = (out / "runs" / "cvae" / "seed0" / "eval" / "metrics.json").read_text()
+    train = TINY_TRAIN.replace("'trainer.max_epochs=2'", "'trainer.max_epochs=3'")
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [*SMALL[:2], train, f"out_dir={out}", "seeds=[0]",
+                                    "only=[cvae]"])
+    with pytest.raises(SystemExit) as exit_:
+        benchmark(cfg)
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "trainer.max_epochs: 2 there, 3 now" in error
+    assert (out / "runs" / "cvae" / "seed0" / "eval" / "metrics.json").read_text() == metrics
+
+
 @pytest.mark.parametrize(("config", "message"), [
     ({"data": {"manifest": "nowhere/manifest.csv"}, "net": {"output_dim": 40}},  # brain age
      "is not a neurocvae-train run folder"),

@@ -6,7 +6,8 @@ Layout of `out_dir`: `cohort/` (the synthetic cohort, `target.csv`, `background.
 (one row per arm and seed), `benchmark.md` (mean ± SD per arm) and `benchmark.png`; measured on
 another split than the test split, each named with it (`eval_val/`, `results_val.csv`, …), so
 that neither table replaces the other. Everything finished is kept: started again, the command
-picks up where it stopped (on the same cohort only: `check_same_recipe`).
+picks up where it stopped, on the same cohort and training settings only
+(`check_same_recipe`, `check_same_training`).
 """
 
 from __future__ import annotations
@@ -61,14 +62,34 @@ def check_same_recipe(cohort: CohortFolder, recipe: Recipe) -> None:
     benchmark started again would otherwise measure the old cohort under the new command."""
     if json.loads(cohort.recipe.read_text())["hash"] == recipe.hash():
         return
-    there, here = (pd.json_normalize(tree).iloc[0].to_dict() for tree in
-                   (cohort.read_recipe(), json.loads(json.dumps(recipe.to_dict(), default=str))))
-    changed = [f"{key}: {there.get(key, '(absent)')} there, {here.get(key, '(absent)')} now"
-               for key in sorted(there.keys() | here.keys()) if there.get(key) != here.get(key)]
+    now = json.loads(json.dumps(recipe.to_dict(), default=str))
     raise InputError(f"{cohort.root} holds a cohort rendered from another recipe than the "
-                     "cohort overrides give now:\n" + problem_list(changed)
+                     "cohort overrides give now:\n" + differences(cohort.read_recipe(), now)
                      + "\nChoose another out_dir, or delete the cohort (and the runs trained on "
                      "it) to render it again.")
+
+
+def check_same_training(run_dir: Path, train_cfg: DictConfig) -> None:
+    """Refuse a run folder whose run was trained with other settings than the arm's now (changed
+    overrides or defaults): its checkpoints and metrics would stand for the new ones."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return
+    there = OmegaConf.to_container(OmegaConf.load(path))
+    now = OmegaConf.to_container(train_cfg)
+    if there != now:
+        raise InputError(f"{run_dir} holds a run trained with other settings than the arm "
+                         "has now:\n" + differences(there, now) + "\nChoose another out_dir, "
+                         "or delete the run folder to train it again.")
+
+
+def differences(there: dict[str, Any], now: dict[str, Any]) -> str:
+    """The leaves of two nested dicts that differ, one indented line each."""
+    there, now = (pd.json_normalize(tree).iloc[0].to_dict() for tree in (there, now))
+    return problem_list([f"{key}: {there.get(key, '(absent)')} there, "
+                         f"{now.get(key, '(absent)')} now"
+                         for key in sorted(there.keys() | now.keys())
+                         if there.get(key) != now.get(key)])
 
 
 def eval_dir(run_dir: Path, split: str) -> Path:
@@ -86,11 +107,6 @@ def table_names(split: str) -> dict[str, str]:
 def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_dir: Path,
             baselines: tuple[str, ...]) -> dict[str, Any]:
     """Train (or resume) one arm at one seed and evaluate it; returns its metrics."""
-    done = eval_dir(run_dir, cfg.split) / "metrics.json"
-    if done.is_file():
-        metrics = json.loads(done.read_text())
-        if not baselines or "baselines" in metrics:
-            return metrics
     target, background = sets
     overrides = [*cfg.train, *cfg.arms[arm], f"data.target={target}",
                  f"data.background={background}",
@@ -99,6 +115,12 @@ def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_d
     train_cfg = compose_config("train", overrides)
     with open_dict(train_cfg):  # replaced whole (an override would merge into train/val)
         train_cfg.data.split_fractions = cfg.split_fractions
+    check_same_training(run_dir, train_cfg)
+    done = eval_dir(run_dir, cfg.split) / "metrics.json"
+    if done.is_file():
+        metrics = json.loads(done.read_text())
+        if not baselines or "baselines" in metrics:
+            return metrics
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(train_cfg, run_dir / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create(list(cfg.arms[arm])), run_dir / ".hydra" / "overrides.yaml")
