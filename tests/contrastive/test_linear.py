@@ -12,6 +12,7 @@ from neurocvae.contrastive.linear import (
     replicated_salient_axes,
     salient_detail,
     sparsest_completion,
+    split_half_contrasts,
 )
 from neurocvae.contrastive.nets import ContrastiveNets
 
@@ -73,6 +74,26 @@ def test_a_planted_pattern_replicates_and_noise_or_one_unusual_scan_does_not():
     assert replicated_components(unusual, background, 4, 10.0) == 0
     assert replicated_components(target[:3], background, 4, 10.0) == 0
 
+
+
+def test_a_second_subtype_is_kept_unless_small_beside_the_first():
+    """40 targets carry one pattern, 20 another of 0.6× or 0.3× its amplitude. Rank 2 is kept
+    when its held-out contrast reaches REPLICATION × the leading axis's (18 % at 0.6×); at 0.3×
+    (3 %) it recurs, yet starts silent: the small target-only variation beside a strong one."""
+    planted = PlantedVolumes()
+    second = np.zeros(planted.pattern.size)
+    second[200:220] = 0.03
+    first_subtype = np.arange(60)[:, None] < 40
+    background = planted.volumes["background"]
+
+    def targets(amplitude: float) -> np.ndarray:
+        patterns = np.where(first_subtype, planted.pattern, amplitude * second)
+        return planted.twins + planted.severity[:, None] * patterns
+
+    assert replicated_components(targets(0.6), background, 4, 10.0) == 2
+    assert replicated_components(targets(0.3), background, 4, 10.0) == 1
+    held_out = split_half_contrasts(targets(0.3), background, 4, 10.0)[1]
+    assert np.median(held_out, 0)[1] > 0
 
 
 def test_the_salient_axes_are_the_replicated_contrastive_axes_outside_the_healthy_ones():
