@@ -36,6 +36,7 @@ from neurocvae.contrastive.linear import (
     principal_axes,
     replicated_components,
     split_half_contrasts,
+    split_halves,
 )
 from neurocvae.contrastive.nets import coarse_pool, linear_stride
 from neurocvae.evaluation.baselines import split_volumes
@@ -49,21 +50,14 @@ def earlier_rule(target: np.ndarray, background: np.ndarray, components: int, al
                  splits: int = 5) -> int:
     """How many leading axes the earlier rule kept: held-out contrast about the fitting half's
     background mean ≥ EARLIER × the fitted eigenvalue, in the median over the split-halves."""
-    rng = np.random.default_rng(0)
     fitted, held_out = [], []
-    for _ in range(splits):
-        target_order, background_order = rng.permutation(len(target)), rng.permutation(
-            len(background))
-        halves = [(target[target_order[i::2]], background[background_order[i::2]])
-                  for i in (0, 1)]
-        for (fit_target, fit_background), (test_target, test_background) in (halves,
-                                                                              halves[::-1]):
-            centre = fit_background.mean(0)
-            values, axes = contrastive_components(fit_target, fit_background, components,
-                                                  alpha, about=centre)
-            fitted.append(values)
-            held_out.append(contrast_along(axes, test_target, test_background, alpha,
-                                           about=centre))
+    for (fit_target, fit_background), (test_target, test_background) in split_halves(
+            target, background, splits, seed=0):
+        centre = fit_background.mean(0)
+        values, axes = contrastive_components(fit_target, fit_background, components, alpha,
+                                              about=centre)
+        fitted.append(values)
+        held_out.append(contrast_along(axes, test_target, test_background, alpha, about=centre))
     fitted_median, held_out_median = np.median(fitted, 0), np.median(held_out, 0)
     replicates = (fitted_median > 0) & (held_out_median >= EARLIER * fitted_median)
     return len(replicates) if replicates.all() else int(np.argmin(replicates))

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -102,28 +102,35 @@ def contrast_along(axes: np.ndarray, target: np.ndarray, background: np.ndarray,
     return target_moment - alpha * background_variance
 
 
-def split_half_contrasts(target: np.ndarray, background: np.ndarray, components: int,
-                         alpha: float, *, splits: int = 5, seed: int = 0
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The fitted eigenvalues and held-out contrasts [2·splits, k] of the leading `components`
-    contrastive axes (`contrastive_components` about the fitting half's background mean). The
-    targets and the backgrounds are split in random halves `splits` times; each half fits the
-    axes in turn and the other half measures their contrast (`contrast_along`, the held-out
-    targets about the held-out backgrounds' own mean: about the fitting half's, the direction
-    of that mean's own noise would recur)."""
+def split_halves(target: np.ndarray, background: np.ndarray, splits: int, seed: int
+                 ) -> Iterator[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    """The targets and the backgrounds split in random halves `splits` times, each half in turn
+    the fitting one: 2·splits pairs ((fitting targets, backgrounds), (held-out ones))."""
     rng = np.random.default_rng(seed)
-    fitted, held_out = [], []
     for _ in range(splits):
         target_order = rng.permutation(len(target))
         background_order = rng.permutation(len(background))
         halves = [(target[target_order[i::2]], background[background_order[i::2]]) for i in (0, 1)]
-        for (fit_target, fit_background), (test_target, test_background) in (halves, halves[::-1]):
-            centre = fit_background.mean(0)
-            values, axes = contrastive_components(fit_target, fit_background, components, alpha,
-                                                  about=centre)
-            fitted.append(values)
-            held_out.append(contrast_along(axes, test_target, test_background, alpha,
-                                           about=test_background.mean(0)))
+        yield halves[0], halves[1]
+        yield halves[1], halves[0]
+
+
+def split_half_contrasts(target: np.ndarray, background: np.ndarray, components: int,
+                         alpha: float, *, splits: int = 5, seed: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted eigenvalues and held-out contrasts [2·splits, k] of the leading `components`
+    contrastive axes (`contrastive_components` about the fitting half's background mean), over
+    `split_halves`: each half fits the axes in turn and the other half measures their contrast
+    (`contrast_along`, the held-out targets about the held-out backgrounds' own mean: about the
+    fitting half's, the direction of that mean's own noise would recur)."""
+    fitted, held_out = [], []
+    for (fit_target, fit_background), (test_target, test_background) in split_halves(
+            target, background, splits, seed):
+        values, axes = contrastive_components(fit_target, fit_background, components, alpha,
+                                              about=fit_background.mean(0))
+        fitted.append(values)
+        held_out.append(contrast_along(axes, test_target, test_background, alpha,
+                                       about=test_background.mean(0)))
     return np.array(fitted), np.array(held_out)
 
 
