@@ -40,7 +40,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from neurocvae.contrastive import linear
-from neurocvae.contrastive.nets import coarse_pool, coarse_shape, linear_stride
+from neurocvae.contrastive.nets import coarse_pool, linear_stride
 from neurocvae.evaluation.evaluate import run_config, run_datamodule
 from neurocvae.evaluation.metrics import group_auroc
 
@@ -68,7 +68,6 @@ def main() -> None:
         raise SystemExit(f"{args.run}: the decoder's linear images are coarser than the input "
                          "grid; this comparison works on grids up to arch.linear_voxels voxels")
     stride = linear_stride(shape, arch.projection_voxels)
-    grids = coarse_shape(shape, stride), shape
     pooled = {k: coarse_pool(torch.from_numpy(v).view(-1, 1, *shape), stride).flatten(1).numpy()
               for k, v in full.items()}
     target, background = pooled["train_target"], pooled["train_background"]
@@ -97,7 +96,8 @@ def main() -> None:
     rest = linear.outside(full["train_target"], healthy_fine, template) - template
     salient_fine = linear.least_squares(salient["train_target"], rest, RIDGE)  # G [k, V]
     detail = linear.salient_detail(full["train_target"], full["train_background"],
-                                   salient["train_target"], SHARED, grids, RIDGE)
+                                   salient["train_target"], SHARED, shape, (stride, 1),
+                                   RIDGE)
     print("| shared space | VE | largest background residual | shared AUROC | ‖K‖ |")
     print("|---|---|---|---|---|")
     for name, fine, fit in (("coarse", False, "joint"), ("coarse, inverse", False, "inverse"),
@@ -109,7 +109,8 @@ def main() -> None:
                             ("fine, axes, targets outside G's detail", True, "axes targets")):
         rows = {k: full[k] if fine else pooled[k] for k in full}
         row_centre = template if fine else centre
-        seen = linear.regrid(salient_axes.T, grids[0], grids[fine]).T
+        to = 1 if fine else stride
+        seen = linear.regrid(salient_axes.T, shape, stride, to).T
         if fit == "axes G":
             seen = salient_fine.T
         if fit == "axes detail":
@@ -121,8 +122,7 @@ def main() -> None:
         weights = (axes / scale).T
         share = linear.pattern_share(
             salient_weights, weights, healthy,
-            to_shared_grid=lambda image, to=grids[fine]: linear.regrid(image[None], grids[0],
-                                                                       to)[0])
+            to_shared_grid=lambda image, to=to: linear.regrid(image[None], shape, stride, to)[0])
         if fit == "axes K detail":
             share = share + detail @ weights.T
         if fit == "axes K":

@@ -273,13 +273,32 @@ def test_the_salient_detail_is_the_part_of_a_pattern_the_coarse_grid_cannot_hold
     """A pattern = a part constant on 2-voxel blocks + a voxel checkerboard (0 in every block
     average): the detail found from the targets is the checkerboard alone."""
     rng = np.random.default_rng(0)
-    coarse = (4, 4, 4)
-    blocks = regrid(rng.normal(0, 0.5, (1, 64)), coarse, SHAPE)[0]
+    blocks = regrid(rng.normal(0, 0.5, (1, 64)), SHAPE, 2, 1)[0]
     checkerboard = 0.5 * (np.indices(SHAPE).sum(0) % 2 * 2 - 1).ravel()
     severity = rng.uniform(0.5, 1.5, 60)
     background = 1 + rng.normal(0, 0.01, (60, 512))
     target = 1 + rng.normal(0, 0.01, (60, 512)) + severity[:, None] * (blocks + checkerboard)
-    detail = salient_detail(target, background, severity[:, None], 2, (coarse, SHAPE), 1e-3)[0]
+    detail = salient_detail(target, background, severity[:, None], 2, SHAPE, (2, 1), 1e-3)[0]
     assert abs(detail @ checkerboard) / (np.linalg.norm(detail) * np.linalg.norm(
         checkerboard)) > 0.99
     assert np.linalg.norm(detail - checkerboard) < 0.15 * np.linalg.norm(checkerboard)
+
+
+def test_regrid_reads_each_cell_over_the_input_voxels_coarse_pool_averages_it_from():
+    """On a grid the stride does not divide (40 voxels, cells of 3: 14 cells, the last cut
+    short), each input voxel i takes cell i // 3's value, as `coarse_pool` pooled it, and
+    pooling that image again gives the cells back (the last one diluted by the padding, as a
+    scan's is); a grid of stride 2 averages the input voxels of its own cells. Stretching 14
+    cells over 40 voxels would put voxel 20 in cell 7."""
+    shape = (40, 5, 4)
+    cells = np.random.default_rng(0).normal(size=(2, 14 * 2 * 2))
+    fine = regrid(cells, shape, 3, 1).reshape(2, *shape)
+    index = np.indices(shape) // 3
+    expected = cells.reshape(2, 14, 2, 2)[:, index[0], index[1], index[2]]
+    np.testing.assert_array_equal(fine, expected)
+    pooled = regrid(fine.reshape(2, -1), shape, 1, 3).reshape(2, 14, 2, 2)
+    np.testing.assert_allclose(pooled[:, :13, 0, 0], cells.reshape(2, 14, 2, 2)[:, :13, 0, 0])
+    np.testing.assert_allclose(pooled[:, 13, 0, 0], cells.reshape(2, 14, 2, 2)[:, 13, 0, 0] / 3)
+    half = regrid(cells, shape, 3, 2).reshape(2, 20, 3, 2)
+    assert half[0, 9, 0, 0] == fine[0, 18, 0, 0] == fine[0, 19, 0, 0]  # both in cell 6
+    assert half[0, 10, 0, 0] == pytest.approx((fine[0, 20, 0, 0] + fine[0, 21, 0, 0]) / 2)  # 6, 7

@@ -210,22 +210,31 @@ def pattern_share(salient_weights: np.ndarray, shared_weights: np.ndarray,
     return share
 
 
-def regrid(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
-    """Images [k, V] on a grid of `shape` resampled (nearest neighbour) to `new_shape`
-    [k, V']: a coarse image read on a finer grid as piecewise constant."""
-    if tuple(shape) == tuple(new_shape):
+def regrid(images: np.ndarray, input_shape: Sequence[int], stride: int, new_stride: int
+           ) -> np.ndarray:
+    """Images [k, V] on the grid `coarse_pool` makes of `input_shape` with `stride`, on the
+    grid of `new_stride` [k, V']: each voxel read as constant over the input voxels it pools,
+    then pooled as the scans are. To a grid whose stride divides `stride`, the image piecewise
+    constant on the same blocks; to a coarser one, its block averages. (The grids' own shapes
+    do not say where their blocks lie: ⌈n / stride⌉ cells of `stride` input voxels start at
+    the first voxel and the last is cut short, which stretching one grid onto the other
+    misplaces by up to a cell.)"""
+    if stride == new_stride:
         return images
+    new_voxels = math.prod(coarse_shape(input_shape, new_stride))
     if not len(images):
-        return np.zeros((0, math.prod(new_shape)))
-    volumes = torch.from_numpy(images).reshape(len(images), 1, *shape)
-    resized = torch.nn.functional.interpolate(volumes, size=tuple(new_shape), mode="nearest")
-    return resized.flatten(1).numpy()
+        return np.zeros((0, new_voxels))
+    volumes = torch.from_numpy(images).reshape(len(images), 1, *coarse_shape(input_shape, stride))
+    for axis in (2, 3, 4):
+        volumes = volumes.repeat_interleave(stride, axis)
+    x, y, z = input_shape
+    return coarse_pool(volumes[..., :x, :y, :z], new_stride).flatten(1).numpy()
 
 
 def block_average(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]
                   ) -> np.ndarray:
     """Images [k, V] on a grid of `shape` averaged over blocks to the coarser `new_shape`
-    [k, V'] (adaptive average pooling)."""
+    [k, V'] (adaptive average pooling: the cells `LinearImage` stretches back over `shape`)."""
     if tuple(shape) == tuple(new_shape):
         return images
     if not len(images):
@@ -235,15 +244,18 @@ def block_average(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[
 
 
 def salient_detail(target: np.ndarray, background: np.ndarray, salient: np.ndarray,
-                   healthy: int, grids: Sequence[Sequence[int]], ridge: float) -> np.ndarray:
+                   healthy: int, input_shape: Sequence[int], strides: tuple[int, int],
+                   ridge: float) -> np.ndarray:
     """[k, V] what each salient code [n_t, k] predicts of the targets [n_t, V] on the fine grid
-    `grids[1]`, outside the backgrounds' [n_b, V] top `healthy` principal axes, less its block
-    averages on the coarse grid `grids[0]`: the salient patterns' detail that a projection on
-    the coarse grid cannot see (least squares with `ridge`)."""
+    (`coarse_pool` of `input_shape` by `strides[1]`), outside the backgrounds' [n_b, V] top
+    `healthy` principal axes, less its block averages on the coarse grid (by `strides[0]`): the
+    salient patterns' detail that a projection on the coarse grid cannot see (least squares
+    with `ridge`)."""
     centre = background.mean(0)
     rest = outside(target, principal_axes(background, healthy), centre) - centre
     images = least_squares(salient, rest, ridge)
-    return images - regrid(block_average(images, grids[1], grids[0]), grids[0], grids[1])
+    coarse, fine = strides
+    return images - regrid(regrid(images, input_shape, fine, coarse), input_shape, coarse, fine)
 
 
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
@@ -324,7 +336,6 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         return
     target, target_images, _ = training_volumes(datamodule, "target", strides)
     centre, image_centre = background.mean(0), background_images.mean(0)
-    grids = [coarse_shape(nets.input_shape, stride) for stride in strides]
     salient_axes = np.zeros((len(centre), 0))
     if nets.salient_dim:
         salient_axes, background_axes = replicated_salient_axes(
@@ -334,22 +345,22 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     n_target = len(target)
     images = np.concatenate([target_images, background_images]) - image_centre
     if shared_on_linear_grid:  # the shared projection reads the decoder's grid
-        shared_rows, shared_centre, shared_grid = images, image_centre, grids[1]
+        shared_rows, shared_centre, shared_stride = images, image_centre, strides[1]
     else:  # about its centre, as `images`
         shared_rows = np.concatenate([target, background]) - centre
-        shared_centre, shared_grid = centre, grids[0]
+        shared_centre, shared_stride = centre, strides[0]
     codes = np.zeros((len(images), nets.shared_dim + nets.salient_dim))
     if nets.salient_dim:  # backgrounds keep salient codes of 0, as in training
         scale = ((target - centre) @ salient_axes).std(0) + 1e-8
         _set_encoder(nets.salient_encoder, salient_axes, centre, scale)
         codes[:n_target, nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
                                                     nets.salient_dim)
-    salient_seen = regrid(salient_axes.T, grids[0], shared_grid).T
+    salient_seen = regrid(salient_axes.T, nets.input_shape, strides[0], shared_stride).T
     if (outside_detail and shared_on_linear_grid and salient_axes.shape[1]
-            and grids[0] != grids[1]):
+            and strides[0] != strides[1]):
         kept_codes = codes[:n_target, nets.shared_dim:nets.shared_dim + salient_axes.shape[1]]
         detail = salient_detail(target_images, background_images, kept_codes, nets.shared_dim,
-                                grids, ridge)
+                                nets.input_shape, strides, ridge)
         salient_seen = np.concatenate([salient_seen, detail.T], axis=1)
     salient_seen = np.linalg.qr(salient_seen)[0]
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
@@ -363,7 +374,8 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         share = pattern_share(
             nets.salient_encoder.linear.weight[:salient_axes.shape[1]].double().numpy(),
             nets.shared_encoder.linear.weight.double().numpy(), background_axes,
-            to_shared_grid=lambda image: regrid(image[None], grids[0], shared_grid)[0])
+            to_shared_grid=lambda image: regrid(image[None], nets.input_shape, strides[0],
+                                                shared_stride)[0])
         nets.pattern_share[:len(share)] = torch.from_numpy(share)
         codes[:n_target, :nets.shared_dim] -= (codes[:n_target, nets.shared_dim:]
                                                @ nets.pattern_share.double().numpy())
@@ -379,7 +391,8 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
     else:  # both by least squares, jointly
         fitted = least_squares(codes, images, ridge)
         shared_images, salient_images = fitted[:nets.shared_dim], fitted[nets.shared_dim:]
-    salient_images = block_average(salient_images, grids[1], decoder.salient_linear.coarse)
+    salient_images = block_average(salient_images, coarse_shape(nets.input_shape, strides[1]),
+                                   decoder.salient_linear.coarse)
     decoder.shared_linear.set_images(torch.from_numpy(shared_images).float())
     decoder.salient_linear.set_images(torch.from_numpy(salient_images).float())
     log.info("linear start from %d targets and %d backgrounds: %d salient and %d shared axes",
