@@ -36,7 +36,7 @@ from neurocvae.contrastive.build import build_module
 from neurocvae.contrastive.module import ContrastiveModule
 from neurocvae.contrastive.nets import coarse_shape
 from neurocvae.data.datamodules import ContrastiveDataModule
-from neurocvae.evaluation.decoded import mean_image, twin_input
+from neurocvae.evaluation.decoded import mean_image, twin_batch
 from neurocvae.evaluation.evaluate import find_cohort, run_config, run_datamodule
 from neurocvae.evaluation.metrics import group_auroc
 from neurocvae.evaluation.report import markdown_table
@@ -90,9 +90,8 @@ def split_rows(module: ContrastiveModule, datamodule: ContrastiveDataModule, spl
                 salient.append(s.numpy())
                 groups += list(group_of.loc[list(batch["subject_id"])])
             if has_twins and role == "target":
-                images = torch.stack([torch.from_numpy(twin_input(
-                    datamodule, str(cohort.root / truth.loc[subject, "twin_path"])))[None].float()
-                    for subject in batch["subject_id"]])
+                images = twin_batch(datamodule, [str(cohort.root / truth.loc[subject, "twin_path"])
+                                               for subject in batch["subject_id"]])
                 twins.append(module.latent_representation(images)[0].numpy())
             elif has_twins:
                 twins.append(z.numpy())

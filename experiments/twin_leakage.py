@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from neurocvae.contrastive.build import load_module
-from neurocvae.evaluation.decoded import twin_input
+from neurocvae.evaluation.decoded import twin_batch
 from neurocvae.evaluation.evaluate import choose_split, find_cohort, run_config, run_datamodule
 from neurocvae.evaluation.metrics import group_auroc
 
@@ -50,9 +50,8 @@ def aurocs(run: Path, split: str = "auto") -> tuple[float, float, float]:
                 pattern = (module.nets.decode(shared, salient) - module.nets.decode(shared))
                 less_pattern.append(module.latent_representation(
                     batch["image"] - pattern)[0].numpy())
-                images = torch.stack([torch.from_numpy(twin_input(
-                    datamodule, str(cohort.root / truth.loc[subject, "twin_path"])))[None].float()
-                    for subject in batch["subject_id"]])
+                images = twin_batch(datamodule, [str(cohort.root / truth.loc[subject, "twin_path"])
+                                               for subject in batch["subject_id"]])
                 twins.append(module.latent_representation(images)[0].numpy())
             else:
                 less_pattern.append(shared.numpy())

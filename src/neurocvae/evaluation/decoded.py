@@ -8,6 +8,7 @@ are float32 [X, Y, Z] in the model's input space.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,12 @@ def twin_input(datamodule: ContrastiveDataModule, path: str) -> np.ndarray:
     """A twin volume preprocessed and scaled exactly like the model's inputs: [X, Y, Z]."""
     image = datamodule.preprocessing(path)[None]
     return _numpy(model_inputs({"image": image}, datamodule.minmax)["image"])[0]
+
+
+def twin_batch(datamodule: ContrastiveDataModule, paths: Sequence[str]) -> torch.Tensor:
+    """Twin volumes (`twin_input`) as one batch [B, 1, X, Y, Z], float32."""
+    return torch.stack([torch.from_numpy(twin_input(datamodule, path))[None].float()
+                        for path in paths])
 
 
 @torch.no_grad()
