@@ -84,6 +84,8 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
     (["initialise.contrast=-1"], "expected a finite number > 0"),
     (["initialise.outside_detail=maybe"], "initialise.outside_detail=maybe: expected true or "
                                           "false"),
+    (["initialise.freeze_salient_means=1"], "initialise.freeze_salient_means=1: expected "
+                                            "true or false"),
     (["arch.shared_projection=fine"], "expected one of ('coarse', 'linear')"),
     (["arch.salient_linear_voxels=0"], "arch.salient_linear_voxels=0: expected a finite "
                                        "number ≥ 1"),
@@ -179,6 +181,17 @@ def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tm
         runs[run.run_id] = (run.run_group, run.display_name)
     assert len(runs) == 4
     assert sorted(runs.values()) == [("sweep", f"sweep/{n}") for n in "0123"]
+
+
+def test_the_salient_code_means_stay_the_linear_starts_projection(sets, tmp_path):
+    run(sets, tmp_path / "frozen")
+    run(sets, tmp_path / "frozen", "trainer.max_epochs=2")  # resumed: still frozen
+    frozen = load_module(tmp_path / "frozen" / "checkpoints" / "last.ckpt").nets
+    assert not frozen.salient_encoder.mu.weight.any() and not frozen.salient_encoder.mu.bias.any()
+    assert frozen.salient_encoder.logvar.weight.any() and frozen.shared_encoder.mu.weight.any()
+    run(sets, tmp_path / "trained", "initialise.freeze_salient_means=false")
+    trained = load_module(tmp_path / "trained" / "checkpoints" / "last.ckpt").nets
+    assert trained.salient_encoder.mu.weight.any()
 
 
 def test_the_training_stage_is_a_function_of_its_config(sets, tmp_path):

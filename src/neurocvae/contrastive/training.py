@@ -29,7 +29,7 @@ from neurocvae.contrastive.density import fit_densities
 from neurocvae.contrastive.linear import initialise_linear
 from neurocvae.contrastive.losses import RECONSTRUCTIONS
 from neurocvae.contrastive.module import ContrastiveModule
-from neurocvae.contrastive.nets import SHARED_PROJECTIONS, AdditiveDecoder
+from neurocvae.contrastive.nets import SHARED_PROJECTIONS, AdditiveDecoder, ContrastiveNets
 from neurocvae.data.datamodules import ContrastiveDataModule
 from neurocvae.errors import InputError
 from neurocvae.logs import check_loggers, run_loggers
@@ -73,7 +73,7 @@ def check_settings(cfg: DictConfig) -> None:
                          f"{RECONSTRUCTIONS}")
     require_number("initialise.contrast", cfg.get("initialise", {}).get("contrast", 1.0),
                    above=0, meaning="contrastive PCA's weight of the backgrounds' covariance")
-    for switch in ("linear", "outside_detail"):
+    for switch in ("linear", "outside_detail", "freeze_salient_means"):
         value = cfg.get("initialise", {}).get(switch, True)
         if not isinstance(value, bool):
             raise InputError(f"initialise.{switch}={value}: expected true or false")
@@ -94,6 +94,12 @@ def check_settings(cfg: DictConfig) -> None:
                          f"split: early stopping and the best checkpoint watch "
                          f"{cfg.monitor}")
     chosen_callbacks(cfg.get("callbacks"))
+
+
+def freeze_salient_means(nets: ContrastiveNets) -> None:
+    """Keep the salient code means at the linear start's projection: the salient encoder's
+    learnt mean head stays at its start (zero) and only the posterior variances train."""
+    nets.salient_encoder.mu.requires_grad_(False)
 
 
 def chosen_callbacks(settings: DictConfig | None) -> list[pl.Callback]:
@@ -163,10 +169,14 @@ def fit(cfg: DictConfig) -> Fitted | None:
         datamodule.setup("fit")
         pl.seed_everything(cfg.seed, workers=True)  # after the cache: building it draws numbers
         module = build_module(cfg, datamodule.image_shape)
-        if not resume and isinstance(module.nets.decoder, AdditiveDecoder):
-            initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
-                              contrast=cfg.initialise.contrast,
-                              outside_detail=cfg.initialise.get("outside_detail", True))
+        if isinstance(module.nets.decoder, AdditiveDecoder):
+            if not resume:
+                initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
+                                  contrast=cfg.initialise.contrast,
+                                  outside_detail=cfg.initialise.get("outside_detail", True))
+            if (cfg.initialise.linear and cfg.initialise.get("freeze_salient_means", True)
+                    and module.nets.salient_encoder is not None):
+                freeze_salient_means(module.nets)
         fit_or_stop(trainer, module, datamodule, resume)
     if not trainer.is_global_zero:  # the other DDP ranks are done
         return None
