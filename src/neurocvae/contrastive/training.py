@@ -98,7 +98,8 @@ def check_settings(cfg: DictConfig) -> None:
 
 def freeze_salient_means(nets: ContrastiveNets) -> None:
     """Keep the salient code means at the linear start's projection: the salient encoder's
-    learnt mean head stays at its start (zero) and only the posterior variances train."""
+    learnt mean head stays at its start (zero); of that encoder only the posterior variances
+    train."""
     nets.salient_encoder.mu.requires_grad_(False)
 
 
