@@ -37,7 +37,11 @@ def r2(design: np.ndarray, y: np.ndarray) -> float:
 
 def dimensions(run: Path) -> list[dict[str, object]]:
     """One row per salient dimension of `run` that varies over the held-out targets."""
-    table = pd.read_csv(run / "eval" / "latents.csv")
+    latents = run / "eval" / "latents.csv"
+    if not latents.is_file():
+        raise SystemExit(f"{latents}: not found (RUN is an evaluated run folder, e.g. a "
+                         "benchmark's runs/cvae/seed0)")
+    table = pd.read_csv(latents)
     targets = table[table["role"] == "target"]
     severities = severity_columns(targets)
     if not severities or "u_head" not in targets.columns:
