@@ -93,11 +93,9 @@ def main() -> None:
     print(f"PCA, 10 components: VE {1 - pca_residual / total:.4f}\n")
 
     healthy_fine = linear.principal_axes(full["train_background"], SHARED)
-    rest = linear.outside(full["train_target"], healthy_fine, template) - template
+    rest = linear.healthy_rest(full["train_target"], full["train_background"], SHARED)
     salient_fine = linear.least_squares(salient["train_target"], rest, RIDGE)  # G [k, V]
-    detail = linear.salient_detail(full["train_target"], full["train_background"],
-                                   salient["train_target"], SHARED, shape, (stride, 1),
-                                   RIDGE)
+    detail = linear.salient_detail(rest, salient["train_target"], shape, (stride, 1), RIDGE)
     print("| shared space | VE | largest background residual | shared AUROC | ‖K‖ |")
     print("|---|---|---|---|---|")
     for name, fine, fit in (("coarse", False, "joint"), ("coarse, inverse", False, "inverse"),
@@ -120,9 +118,8 @@ def main() -> None:
         axes = linear.principal_axes(linear.outside(both, seen, row_centre), SHARED)
         scale = ((both - row_centre) @ axes).std(0)
         weights = (axes / scale).T
-        share = linear.pattern_share(
-            salient_weights, weights, healthy,
-            to_shared_grid=lambda image, to=to: linear.regrid(image[None], shape, stride, to)[0])
+        share = linear.regrid(linear.salient_patterns(salient_weights, healthy), shape, stride,
+                              to) @ weights.T
         if fit == "axes K detail":
             share = share + detail @ weights.T
         if fit == "axes K":

@@ -86,6 +86,9 @@ def test_running_the_same_command_again_resumes(sets, tmp_path):
                                           "false"),
     (["initialise.freeze_salient_means=1"], "initialise.freeze_salient_means=1: expected "
                                             "true or false"),
+    (["initialise.share_detail=0"], "initialise.share_detail=0: expected a finite number > 0"),
+    (["initialise.share_detail=1.5"], "initialise.share_detail=1.5: expected a share of the "
+                                      "pattern's peak below 1"),
     (["arch.shared_projection=fine"], "expected one of ('coarse', 'linear')"),
     (["arch.salient_linear_voxels=0"], "arch.salient_linear_voxels=0: expected a finite "
                                        "number ≥ 1"),

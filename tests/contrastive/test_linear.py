@@ -6,7 +6,9 @@ import torch
 
 from neurocvae.contrastive.linear import (
     contrastive_pca,
+    healthy_rest,
     initialise_linear,
+    pattern_detail,
     regrid,
     replicated_components,
     replicated_salient_axes,
@@ -17,6 +19,7 @@ from neurocvae.contrastive.linear import (
 from neurocvae.contrastive.nets import ContrastiveNets
 
 SHAPE = (8, 8, 8)
+CHECKERBOARD = (np.indices(SHAPE).sum(0) % 2 * 2 - 1).ravel()  # ±1, 0 on every 2-voxel block
 
 
 class PlantedVolumes:
@@ -24,19 +27,21 @@ class PlantedVolumes:
     volumes: backgrounds vary along 3 shared directions; targets too, plus severity × pattern
     (with `overlap`, the first shared direction also moves the pattern's voxels, so the local
     pattern has a share along it; with `detail`, the third is a voxel checkerboard, which
-    vanishes on any coarser grid)."""
+    vanishes on any coarser grid; with `fine_pattern`, the pattern and its overlap vary as a
+    checkerboard over their voxels, which averages to their mean on 2-voxel blocks)."""
 
     def __init__(self, seed: int = 0, pattern: float = 0.03, overlap: float = 0.0,
-                 detail: bool = False) -> None:
+                 detail: bool = False, fine_pattern: bool = False) -> None:
         rng = np.random.default_rng(seed)
         voxels = int(np.prod(SHAPE))
         self.template = rng.uniform(0.2, 0.8, voxels)
         shared = rng.normal(0, 1, (3, voxels)) * 0.05
+        shape = np.ones(20) + (0.8 * CHECKERBOARD[:20] if fine_pattern else 0)
         self.pattern = np.zeros(voxels)
-        self.pattern[:20] = pattern
-        shared[0, :20] += overlap  # a healthy direction that also moves the pattern's voxels
+        self.pattern[:20] = pattern * shape
+        shared[0, :20] += overlap * shape  # a healthy direction that also moves these voxels
         if detail:
-            shared[2] = 0.05 * (np.indices(SHAPE).sum(0) % 2 * 2 - 1).ravel()
+            shared[2] = 0.05 * CHECKERBOARD
         self.severity = rng.uniform(0.5, 1.5, 60)
 
         def scans(n: int, extra: np.ndarray) -> np.ndarray:
@@ -274,11 +279,12 @@ def test_the_salient_detail_is_the_part_of_a_pattern_the_coarse_grid_cannot_hold
     average): the detail found from the targets is the checkerboard alone."""
     rng = np.random.default_rng(0)
     blocks = regrid(rng.normal(0, 0.5, (1, 64)), SHAPE, 2, 1)[0]
-    checkerboard = 0.5 * (np.indices(SHAPE).sum(0) % 2 * 2 - 1).ravel()
+    checkerboard = 0.5 * CHECKERBOARD
     severity = rng.uniform(0.5, 1.5, 60)
     background = 1 + rng.normal(0, 0.01, (60, 512))
     target = 1 + rng.normal(0, 0.01, (60, 512)) + severity[:, None] * (blocks + checkerboard)
-    detail = salient_detail(target, background, severity[:, None], 2, SHAPE, (2, 1), 1e-3)[0]
+    rest = healthy_rest(target, background, 2)
+    detail = salient_detail(rest, severity[:, None], SHAPE, (2, 1), 1e-3)[0]
     assert abs(detail @ checkerboard) / (np.linalg.norm(detail) * np.linalg.norm(
         checkerboard)) > 0.99
     assert np.linalg.norm(detail - checkerboard) < 0.15 * np.linalg.norm(checkerboard)
@@ -302,3 +308,52 @@ def test_regrid_reads_each_cell_over_the_input_voxels_coarse_pool_averages_it_fr
     half = regrid(cells, shape, 3, 2).reshape(2, 20, 3, 2)
     assert half[0, 9, 0, 0] == fine[0, 18, 0, 0] == fine[0, 19, 0, 0]  # both in cell 6
     assert half[0, 10, 0, 0] == pytest.approx((fine[0, 20, 0, 0] + fine[0, 21, 0, 0]) / 2)  # 6, 7
+
+
+def test_a_patterns_detail_is_fitted_only_where_the_pattern_lies():
+    """A local pattern (a 4-voxel cube: a part constant on 2-voxel blocks + a checkerboard) and,
+    elsewhere, a checkerboard the targets' own healthy variation follows their codes by: the
+    pattern's detail is the pattern's checkerboard and nothing outside the pattern, where the
+    unrestricted `salient_detail` also takes the targets' own variation."""
+    rng = np.random.default_rng(0)
+    cube = np.zeros(SHAPE, dtype=bool)
+    cube[:4, :4, :4] = True
+    cube = cube.ravel()
+    blocks = regrid(rng.normal(0, 0.5, (1, 64)), SHAPE, 2, 1)[0] * cube
+    checkerboard = 0.5 * CHECKERBOARD * cube
+    own = 0.3 * CHECKERBOARD * ~cube  # not the pattern, but it follows the codes in targets
+    severity = rng.uniform(0.5, 1.5, 60)
+    background = 1 + rng.normal(0, 0.01, (60, 512))
+    target = (1 + rng.normal(0, 0.01, (60, 512)) + severity[:, None] * (blocks + checkerboard)
+              + (severity + rng.normal(0, 0.3, 60))[:, None] * own)
+    rest = healthy_rest(target, background, 2)
+    detail = pattern_detail(blocks[None], rest, severity[:, None], 0.05, SHAPE, (2, 1), 1e-3)[0]
+    assert np.all(detail[~cube] == 0)
+    assert np.linalg.norm(detail - checkerboard) < 0.1 * np.linalg.norm(checkerboard)
+    unrestricted = salient_detail(rest, severity[:, None], SHAPE, (2, 1), 1e-3)[0]
+    assert np.linalg.norm(unrestricted[~cube]) > 0.5 * np.linalg.norm(own)
+
+
+def test_the_pattern_share_counts_the_detail_finer_than_the_salient_grid():
+    """A pattern whose voxels vary as a checkerboard, along a healthy direction that moves them
+    the same way, with the salient projection on 2-voxel blocks and the shared one on the
+    voxels: the shared axes see the checkerboard, the coarse pattern share does not. With the
+    pattern's detail the targets' shared codes come back to their twins'."""
+    data = PlantedVolumes(pattern=0.3, overlap=0.1, fine_pattern=True)
+    targets = torch.tensor(data.volumes["target"], dtype=torch.float32).view(-1, 1, *SHAPE)
+    twins = torch.tensor(data.twins, dtype=torch.float32).view(-1, 1, *SHAPE)
+
+    def shift(share_detail: float | None) -> float:
+        """Mean squared distance of the targets' shared codes from their twins'."""
+        nets = ContrastiveNets(input_shape=SHAPE, shared_dim=3, salient_dim=2,
+                               decoder="additive", projection_voxels=64, channels=(4, 8),
+                               hidden=16, norm="group", output="none", pattern_share=True,
+                               shared_projection="linear")
+        initialise_linear(nets, data, share_detail=share_detail)
+        with torch.no_grad():
+            shared = nets.eval().code_means(targets)[0]
+            return float((shared - nets.code_means(twins, "background")[0]).square().sum(1)
+                         .mean())
+
+    coarse, detailed = shift(None), shift(0.05)
+    assert coarse > 0.2 and detailed < 0.25 * coarse

@@ -40,7 +40,9 @@ is μ_z(x) − μ_s(x)·K, K [S, Z] what one unit of each salient code moves the
 K comes from each salient axis made local again: contrastive PCA sees only the pattern's part
 outside the healthy axes, spread over the whole image, and adding back the share along them
 that makes the image sparsest (least L1 norm) restores the local pattern
-(`sparsest_completion`; read on P_z's grid as piecewise constant, `regrid`). Regressing the
+(`sparsest_completion`; read on P_z's grid as piecewise constant, `regrid`). When P_z's grid is
+finer, each pattern also gets its detail finer than the coarse grid, fitted to the targets
+where the pattern lies (`pattern_detail`): P_z reads that detail too. Regressing the
 targets' shared codes on their salient codes instead would also pick up the healthy variation
 the salient codes follow (head size, groups that age faster). The salient images are then
 fitted with the targets' corrected codes, so that L_s holds the whole pattern.
@@ -50,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +69,7 @@ from neurocvae.data.datamodules import ContrastiveDataModule
 log = logging.getLogger(__name__)
 START_VARIANCE = 0.01  # posterior variance of the initialised codes (their spread is 1)
 REPLICATION = 0.1  # share of the leading salient axis's held-out contrast an axis must reach
+SHARE_DETAIL = 0.05  # where a pattern's finer detail is fitted: above this share of its peak
 
 
 def contrastive_components(target: np.ndarray, background: np.ndarray, components: int,
@@ -195,19 +198,30 @@ def sparsest_completion(axis: np.ndarray, healthy_axes: np.ndarray, *, iteration
     return axis + healthy_axes @ c
 
 
-def pattern_share(salient_weights: np.ndarray, shared_weights: np.ndarray,
-                  healthy_axes: np.ndarray, *,
-                  to_shared_grid: Callable[[np.ndarray], np.ndarray] = lambda image: image
-                  ) -> np.ndarray:
-    """K [k, Z]: how far a scan's shared code (its projection, weights [Z, V']) moves per unit
-    of salient code (weights [k, V], each outside `healthy_axes` [V, h]) when the scan carries
-    the salient pattern, taken as each salient axis's `sparsest_completion`. `to_shared_grid`
-    takes an image [V] to the shared projection's grid [V'] when the two grids differ."""
-    share = np.zeros((len(salient_weights), len(shared_weights)))
+def salient_patterns(salient_weights: np.ndarray, healthy_axes: np.ndarray) -> np.ndarray:
+    """[k, V]: what one unit of each salient code (weights [k, V], each outside `healthy_axes`
+    [V, h]) adds to a scan that carries its pattern, the pattern taken as the axis's
+    `sparsest_completion`."""
+    patterns = np.zeros_like(salient_weights)
     for j, weights in enumerate(salient_weights):
         pattern = sparsest_completion(weights / np.linalg.norm(weights), healthy_axes)
-        share[j] = shared_weights @ to_shared_grid(pattern) / (weights @ pattern)
-    return share
+        patterns[j] = pattern / (weights @ pattern)
+    return patterns
+
+
+def pattern_detail(patterns: np.ndarray, rest: np.ndarray, codes: np.ndarray, support: float,
+                   input_shape: Sequence[int], strides: tuple[int, int], ridge: float
+                   ) -> np.ndarray:
+    """[k, V] each salient pattern's detail finer than the coarse grid: the least-squares
+    images of `rest` [n, V] (the targets outside the healthy axes, `healthy_rest`) on their
+    salient `codes` [n, k], each fitted only where its pattern [k, V] (on the same, fine grid)
+    exceeds `support` × its peak, less their block averages on the coarse grid (by
+    `strides[0]`). Elsewhere the targets' own healthy variation would enter."""
+    images = np.zeros_like(patterns)
+    for j, pattern in enumerate(patterns):
+        inside = np.abs(pattern) > support * np.abs(pattern).max()
+        images[j, inside] = least_squares(codes, rest[:, inside], ridge)[j]
+    return finer_than_coarse(images, input_shape, strides)
 
 
 def regrid(images: np.ndarray, input_shape: Sequence[int], stride: int, new_stride: int
@@ -243,19 +257,28 @@ def block_average(images: np.ndarray, shape: Sequence[int], new_shape: Sequence[
     return torch.nn.functional.adaptive_avg_pool3d(volumes, tuple(new_shape)).flatten(1).numpy()
 
 
-def salient_detail(target: np.ndarray, background: np.ndarray, salient: np.ndarray,
-                   healthy: int, input_shape: Sequence[int], strides: tuple[int, int],
-                   ridge: float) -> np.ndarray:
-    """[k, V] what each salient code [n_t, k] predicts of the targets [n_t, V] on the fine grid
-    (`coarse_pool` of `input_shape` by `strides[1]`), outside the backgrounds' [n_b, V] top
-    `healthy` principal axes, less its block averages on the coarse grid (by `strides[0]`): the
-    salient patterns' detail that a projection on the coarse grid cannot see (least squares
-    with `ridge`)."""
+def healthy_rest(target: np.ndarray, background: np.ndarray, healthy: int) -> np.ndarray:
+    """The targets [n_t, V] about the backgrounds' [n_b, V] mean, outside their top `healthy`
+    principal axes."""
     centre = background.mean(0)
-    rest = outside(target, principal_axes(background, healthy), centre) - centre
-    images = least_squares(salient, rest, ridge)
+    return outside(target, principal_axes(background, healthy), centre) - centre
+
+
+def finer_than_coarse(images: np.ndarray, input_shape: Sequence[int],
+                      strides: tuple[int, int]) -> np.ndarray:
+    """Images [k, V] on the fine grid (`coarse_pool` of `input_shape` by `strides[1]`) less
+    their block averages on the coarse grid (by `strides[0]`)."""
     coarse, fine = strides
     return images - regrid(regrid(images, input_shape, fine, coarse), input_shape, coarse, fine)
+
+
+def salient_detail(rest: np.ndarray, salient: np.ndarray, input_shape: Sequence[int],
+                   strides: tuple[int, int], ridge: float) -> np.ndarray:
+    """[k, V] what each salient code [n_t, k] predicts of `rest` [n_t, V] (the targets on the
+    fine grid outside the backgrounds' top principal axes, `healthy_rest`), less its block
+    averages on the coarse grid: the salient patterns' detail that a projection on the coarse
+    grid cannot see (least squares with `ridge`)."""
+    return finer_than_coarse(least_squares(salient, rest, ridge), input_shape, strides)
 
 
 def principal_axes(rows: np.ndarray, components: int) -> np.ndarray:
@@ -319,12 +342,15 @@ def _codes(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray | float, scale
 @torch.no_grad()
 def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, *,
                       projections: bool = True, contrast: float = 10.0,
-                      ridge: float = 1e-3, outside_detail: bool = True) -> None:
+                      ridge: float = 1e-3, outside_detail: bool = True,
+                      share_detail: float | None = SHARE_DETAIL) -> None:
     """Set the template (the training backgrounds' mean) of `nets` (an `AdditiveDecoder`) and,
     with `projections` (encoders with a `LinearCode`), the encoders' projections and the
     decoder's linear images, from the training split; see the module docstring. `contrast` is
     cPCA's α; `ridge` regularises the least squares; `outside_detail` keeps a shared projection
-    on the decoder's grid outside the salient patterns' finer detail too."""
+    on the decoder's grid outside the salient patterns' finer detail too; `share_detail` (None:
+    the coarse patterns alone) counts each pattern's finer detail in the pattern share, fitted
+    where the pattern exceeds that share of its peak (`pattern_detail`)."""
     decoder = nets.decoder
     if not isinstance(decoder, AdditiveDecoder):
         raise TypeError("initialise_linear needs nets with the additive decoder")
@@ -356,11 +382,12 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         codes[:n_target, nets.shared_dim:] = _codes(target, salient_axes, centre, scale,
                                                     nets.salient_dim)
     salient_seen = regrid(salient_axes.T, nets.input_shape, strides[0], shared_stride).T
-    if (outside_detail and shared_on_linear_grid and salient_axes.shape[1]
-            and strides[0] != strides[1]):
-        kept_codes = codes[:n_target, nets.shared_dim:nets.shared_dim + salient_axes.shape[1]]
-        detail = salient_detail(target_images, background_images, kept_codes, nets.shared_dim,
-                                nets.input_shape, strides, ridge)
+    kept_codes = codes[:n_target, nets.shared_dim:nets.shared_dim + salient_axes.shape[1]]
+    finer = bool(shared_on_linear_grid and salient_axes.shape[1] and strides[0] != strides[1])
+    if finer:  # the shared projection's grid is finer than the salient one
+        rest = healthy_rest(target_images, background_images, nets.shared_dim)
+    if finer and outside_detail:
+        detail = salient_detail(rest, kept_codes, nets.input_shape, strides, ridge)
         salient_seen = np.concatenate([salient_seen, detail.T], axis=1)
     salient_seen = np.linalg.qr(salient_seen)[0]
     if nets.shared_dim:  # every training scan's principal axes, orthogonal to the salient ones
@@ -371,11 +398,13 @@ def initialise_linear(nets: ContrastiveNets, datamodule: ContrastiveDataModule, 
         codes[:, :nets.shared_dim] = _codes(shared_rows, shared_axes, 0.0,
                                             shared_scale, nets.shared_dim)
     if nets.pattern_share is not None and salient_axes.shape[1]:
-        share = pattern_share(
+        patterns = regrid(salient_patterns(
             nets.salient_encoder.linear.weight[:salient_axes.shape[1]].double().numpy(),
-            nets.shared_encoder.linear.weight.double().numpy(), background_axes,
-            to_shared_grid=lambda image: regrid(image[None], nets.input_shape, strides[0],
-                                                shared_stride)[0])
+            background_axes), nets.input_shape, strides[0], shared_stride)
+        if finer and share_detail is not None:
+            patterns = patterns + pattern_detail(patterns, rest, kept_codes, share_detail,
+                                                 nets.input_shape, strides, ridge)
+        share = patterns @ nets.shared_encoder.linear.weight.double().numpy().T
         nets.pattern_share[:len(share)] = torch.from_numpy(share)
         codes[:n_target, :nets.shared_dim] -= (codes[:n_target, nets.shared_dim:]
                                                @ nets.pattern_share.double().numpy())

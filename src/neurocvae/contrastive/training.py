@@ -73,6 +73,14 @@ def check_settings(cfg: DictConfig) -> None:
                          f"{RECONSTRUCTIONS}")
     require_number("initialise.contrast", cfg.get("initialise", {}).get("contrast", 1.0),
                    above=0, meaning="contrastive PCA's weight of the backgrounds' covariance")
+    share_detail = cfg.get("initialise", {}).get("share_detail")
+    if share_detail is not None:
+        require_number("initialise.share_detail", share_detail, above=0,
+                       meaning="where a salient pattern's finer detail is fitted: above this "
+                       "share of its peak, below 1; null: not at all")
+        if share_detail >= 1:
+            raise InputError(f"initialise.share_detail={share_detail}: expected a share of the "
+                             "pattern's peak below 1 (null: no detail)")
     for switch in ("linear", "outside_detail", "freeze_salient_means"):
         value = cfg.get("initialise", {}).get(switch, True)
         if not isinstance(value, bool):
@@ -174,7 +182,8 @@ def fit(cfg: DictConfig) -> Fitted | None:
             if not resume:
                 initialise_linear(module.nets, datamodule, projections=cfg.initialise.linear,
                                   contrast=cfg.initialise.contrast,
-                                  outside_detail=cfg.initialise.get("outside_detail", True))
+                                  outside_detail=cfg.initialise.get("outside_detail", True),
+                                  share_detail=cfg.initialise.get("share_detail"))
             if (cfg.initialise.linear and cfg.initialise.get("freeze_salient_means", True)
                     and module.nets.salient_encoder is not None):
                 freeze_salient_means(module.nets)
