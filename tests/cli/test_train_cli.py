@@ -186,7 +186,7 @@ def test_installed_command_runs_a_named_sweep_into_one_folder_per_point(sets, tm
     assert sorted(runs.values()) == [("sweep", f"sweep/{n}") for n in "0123"]
 
 
-def test_the_salient_code_means_stay_the_linear_starts_projection(sets, tmp_path):
+def test_the_salient_code_means_stay_the_linear_starts_projection(sets, tmp_path, capsys):
     run(sets, tmp_path / "frozen")
     run(sets, tmp_path / "frozen", "trainer.max_epochs=2")  # resumed: still frozen
     frozen = load_module(tmp_path / "frozen" / "checkpoints" / "last.ckpt").nets
@@ -195,6 +195,11 @@ def test_the_salient_code_means_stay_the_linear_starts_projection(sets, tmp_path
     run(sets, tmp_path / "trained", "initialise.freeze_salient_means=false")
     trained = load_module(tmp_path / "trained" / "checkpoints" / "last.ckpt").nets
     assert trained.salient_encoder.mu.weight.any()
+    with pytest.raises(SystemExit) as exit_:  # resumed with the means frozen: refused
+        run(sets, tmp_path / "trained", "trainer.max_epochs=2")
+    assert exit_.value.code == 2
+    assert "resume it with initialise.freeze_salient_means=false" in capsys.readouterr().err
+    run(sets, tmp_path / "trained", "trainer.max_epochs=2", "initialise.freeze_salient_means=false")
 
 
 def test_the_training_stage_is_a_function_of_its_config(sets, tmp_path):

@@ -174,6 +174,22 @@ def test_a_split_the_preset_lacks_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "bench").exists()
 
 
+def test_tabulating_only_refuses_a_run_that_is_not_trained(bench, capsys):
+    """tabulate_only=true writes the table from finished runs; an arm × seed without one is named,
+    and nothing is trained or written."""
+    out, _ = bench
+    table = (out / "benchmark.md").read_text()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("benchmark", [*SMALL, f"out_dir={out}", "seeds=[0,1,2]",
+                                    "only=[vae,cvae]", "tabulate_only=true"])
+    with pytest.raises(SystemExit) as exit_:
+        benchmark(cfg)
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no finished run of vae seed 2, cvae seed 2" in error
+    assert not (out / "runs" / "cvae" / "seed2").exists()
+    assert (out / "benchmark.md").read_text() == table
+
+
 def test_a_cohort_rendered_from_another_recipe_is_refused_and_kept(bench, capsys):
     """Started again with other cohort overrides, the benchmark would measure the old cohort."""
     out, _ = bench
@@ -313,7 +329,7 @@ def test_the_validation_table_does_not_replace_the_test_table(bench):
     test_table = (out / "benchmark.md").read_text()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("benchmark", [*SMALL, f"out_dir={out}", "seeds=[0,1]", "only=[cvae]",
-                                    "split=val"])
+                                    "split=val", "tabulate_only=true"])  # evaluated, not trained
         validation = benchmark.__wrapped__(cfg)
     assert (out / "benchmark.md").read_text() == test_table
     assert pd.read_csv(out / "results.csv").shape == results.shape

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -104,6 +105,20 @@ def check_settings(cfg: DictConfig) -> None:
     chosen_callbacks(cfg.get("callbacks"))
 
 
+def check_resumable_frozen(checkpoint: str) -> None:
+    """Refuse to resume, with the salient code means frozen, a run whose salient mean head has
+    trained: it would stay at the values it has reached, neither the run it was nor a frozen
+    one."""
+    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+    head = [value for name, value in state["state_dict"].items()
+            if name.startswith("nets.salient_encoder.mu.")]
+    if any(value.any() for value in head):
+        raise InputError(f"{checkpoint}: this run's salient mean head has trained (it ran with "
+                         "initialise.freeze_salient_means=false, or began before that option), "
+                         "and with the option true it would stay at its trained values: resume "
+                         "it with initialise.freeze_salient_means=false")
+
+
 def freeze_salient_means(nets: ContrastiveNets) -> None:
     """Keep the salient code means at the linear start's projection: the salient encoder's
     learnt mean head stays at its start (zero); of that encoder only the posterior variances
@@ -186,6 +201,8 @@ def fit(cfg: DictConfig) -> Fitted | None:
                                   share_detail=cfg.initialise.get("share_detail"))
             if (cfg.initialise.linear and cfg.initialise.get("freeze_salient_means", True)
                     and module.nets.salient_encoder is not None):
+                if resume:
+                    check_resumable_frozen(resume)
                 freeze_salient_means(module.nets)
         fit_or_stop(trainer, module, datamodule, resume)
     if not trainer.is_global_zero:  # the other DDP ranks are done

@@ -143,6 +143,14 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     if cfg.split not in cfg.split_fractions:
         raise InputError(f"split={cfg.split}: the preset's splits are "
                          f"{list(cfg.split_fractions)}")
+    if cfg.get("tabulate_only", False):
+        untrained = [f"{arm} seed {seed}" for seed in cfg.seeds for arm in arms
+                     if not (out_dir / "runs" / arm / f"seed{seed}" / "separation.json").is_file()]
+        if untrained:
+            raise InputError(f"tabulate_only=true, and {out_dir / 'runs'} has no finished run of "
+                             f"{', '.join(untrained)}: train them (tabulate_only=false, or "
+                             "experiments/arms_parallel.sh), or leave them out with only=[…] "
+                             "and seeds=[…]")
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = make_cohort(cfg, out_dir / "cohort")
     rows, baseline_rows = [], []
