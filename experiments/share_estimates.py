@@ -20,8 +20,11 @@ again, from the training split:
 - contrastive regression: the same with the backgrounds' covariances subtracted,
   (C_t,ss − C_b,ss)⁻¹ (C_t,sz − C_b,sz), which would remove healthy variation the salient codes
   follow if the backgrounds varied along the salient axes;
-- twins (oracle): the training targets' μ_z(x) − μ_z(twin) on their salient codes; the planted
-  twins are never shown to a model.
+- the planted pattern: each training target less its planted healthy twin, regressed on the
+  salient codes, read by the shared projection; on the salient grid, read as the coarse
+  patterns are (what a perfect completion could give);
+- twins (oracle): the training targets' μ_z(x) − μ_z(twin) on their salient codes (the shared
+  encoder's convolutions included). The planted twins are never shown to a model.
 
 Prints, per run, the salient codes' mean and variance on the training targets and backgrounds,
 and per estimate the norm of each row of K and its cosine with the oracle's, the test split's
@@ -40,6 +43,7 @@ import torch
 
 from neurocvae.contrastive import linear
 from neurocvae.contrastive.build import load_module
+from neurocvae.contrastive.nets import coarse_pool
 from neurocvae.evaluation.decoded import twin_batch
 from neurocvae.evaluation.evaluate import find_cohort, run_config, run_datamodule
 from neurocvae.evaluation.metrics import group_auroc
@@ -61,8 +65,12 @@ def lp_completion(axis: np.ndarray, healthy_axes: np.ndarray, p: float,
 def split_codes(module, datamodule, cohort, truth: pd.DataFrame, split: str
                 ) -> dict[str, np.ndarray]:
     """Plain shared code means (no share taken off), salient code means and, for targets, the
-    twins' shared code means on `split`."""
-    out: dict[str, list] = {key: [] for key in ("z_t", "s_t", "z_twin", "z_b", "s_b")}
+    twins' shared code means and each target less its twin (the planted pattern) on the salient
+    and the shared projection's grids, on `split`."""
+    nets = module.nets
+    strides = (nets.projection_stride, nets.shared_encoder.linear.stride)
+    out: dict[str, list] = {key: [] for key in ("z_t", "s_t", "z_twin", "z_b", "s_b",
+                                                 "planted_coarse", "planted_fine")}
     for role, suffix in (("target", "t"), ("background", "b")):
         for batch in datamodule.input_batches(split, role):
             out[f"z_{suffix}"].append(module.nets.code_means(batch["image"], "background")[0])
@@ -71,6 +79,9 @@ def split_codes(module, datamodule, cohort, truth: pd.DataFrame, split: str
                 twins = twin_batch(datamodule, [str(cohort.root / truth.loc[s, "twin_path"])
                                                 for s in batch["subject_id"]])
                 out["z_twin"].append(module.nets.code_means(twins, "background")[0])
+                for name, stride in zip(("planted_coarse", "planted_fine"), strides,
+                                        strict=True):
+                    out[name].append(coarse_pool(batch["image"] - twins, stride).flatten(1))
     return {key: torch.cat(parts).double().numpy() for key, parts in out.items()}
 
 
@@ -105,6 +116,8 @@ def estimates(module, datamodule, train: dict[str, np.ndarray], kept: np.ndarray
         return fine @ shared_weights.T
 
     coarse = linear.salient_patterns(salient_weights, healthy)
+    planted = {name: np.linalg.lstsq(s_t, train[f"planted_{name}"], rcond=None)[0]
+               for name in ("coarse", "fine")}  # the planted pattern per unit code
     lp = np.array([pattern / (weights @ pattern) for weights, pattern in zip(
         salient_weights, (lp_completion(w / np.linalg.norm(w), healthy, 0.5)
                           for w in salient_weights), strict=True)])
@@ -121,6 +134,8 @@ def estimates(module, datamodule, train: dict[str, np.ndarray], kept: np.ndarray
         "contrastive regression": np.linalg.solve(
             covariance(s_t, s_t) - covariance(s_b, s_b),
             covariance(s_t, train["z_t"]) - covariance(s_b, train["z_b"])),
+        "the planted pattern, on the salient grid": share(planted["coarse"]),
+        "the planted pattern": planted["fine"] @ shared_weights.T,
         "twins (oracle)": np.linalg.lstsq(s_t, train["z_t"] - train["z_twin"], rcond=None)[0],
     }
 
