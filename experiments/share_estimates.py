@@ -1,6 +1,6 @@
 """Ways of estimating the pattern share K, judged against the one the planted twins give.
 
-    .venv/bin/python experiments/share_estimates.py RUN [RUN …]
+    .venv/bin/python experiments/share_estimates.py [--split val|test] RUN [RUN …]
 
 RUN: a `neurocvae-train` run folder of the default model (`arch.pattern_share=true`) on a
 synthetic cohort with healthy twins, e.g. a benchmark's `runs/cvae/seed0`. Its trained encoders
@@ -27,9 +27,10 @@ again, from the training split:
   encoder's convolutions included). The planted twins are never shown to a model.
 
 Prints, per run, the salient codes' mean and variance on the training targets and backgrounds,
-and per estimate the norm of each row of K and its cosine with the oracle's, the test split's
-shared-space AUROC (targets' μ_z − μ_s·K against backgrounds' μ_z, as `neurocvae-eval`'s
-auroc_z) and the targets' mean squared distance from their twins' shared codes.
+and per estimate the norm of each row of K and its cosine with the oracle's and, on `--split`
+(val, the default, to choose; test to report), the shared-space AUROC (targets' μ_z − μ_s·K
+against backgrounds' μ_z, as `neurocvae-eval`'s auroc_z) and the targets' mean squared
+distance from their twins' shared codes.
 """
 
 from __future__ import annotations

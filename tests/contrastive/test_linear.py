@@ -312,33 +312,33 @@ def test_regrid_reads_each_cell_over_the_input_voxels_coarse_pool_averages_it_fr
 
 def test_a_patterns_detail_is_fitted_only_where_the_pattern_lies():
     """A local pattern (a 4-voxel cube: a part constant on 2-voxel blocks + a checkerboard) and,
-    elsewhere, a checkerboard the targets' own healthy variation follows their codes by: the
-    pattern's detail is the pattern's checkerboard and nothing outside the pattern, where the
-    unrestricted `salient_detail` also takes the targets' own variation."""
+    elsewhere, a checkerboard that the targets carry in rough proportion to their codes: the
+    pattern's detail is the pattern's checkerboard and nothing outside the cube, where the
+    unrestricted `salient_detail` also takes the other checkerboard."""
     rng = np.random.default_rng(0)
     cube = np.zeros(SHAPE, dtype=bool)
     cube[:4, :4, :4] = True
     cube = cube.ravel()
     blocks = regrid(rng.normal(0, 0.5, (1, 64)), SHAPE, 2, 1)[0] * cube
     checkerboard = 0.5 * CHECKERBOARD * cube
-    own = 0.3 * CHECKERBOARD * ~cube  # not the pattern, but it follows the codes in targets
+    other = 0.3 * CHECKERBOARD * ~cube  # not the pattern, but it follows the targets' codes
     severity = rng.uniform(0.5, 1.5, 60)
     background = 1 + rng.normal(0, 0.01, (60, 512))
     target = (1 + rng.normal(0, 0.01, (60, 512)) + severity[:, None] * (blocks + checkerboard)
-              + (severity + rng.normal(0, 0.3, 60))[:, None] * own)
+              + (severity + rng.normal(0, 0.3, 60))[:, None] * other)
     rest = healthy_rest(target, background, 2)
     detail = pattern_detail(blocks[None], rest, severity[:, None], 0.05, SHAPE, (2, 1), 1e-3)[0]
     assert np.all(detail[~cube] == 0)
     assert np.linalg.norm(detail - checkerboard) < 0.1 * np.linalg.norm(checkerboard)
     unrestricted = salient_detail(rest, severity[:, None], SHAPE, (2, 1), 1e-3)[0]
-    assert np.linalg.norm(unrestricted[~cube]) > 0.5 * np.linalg.norm(own)
+    assert np.linalg.norm(unrestricted[~cube]) > 0.5 * np.linalg.norm(other)
 
 
 def test_the_pattern_share_counts_the_detail_finer_than_the_salient_grid():
     """A pattern whose voxels vary as a checkerboard, along a healthy direction that moves them
     the same way, with the salient projection on 2-voxel blocks and the shared one on the
-    voxels: the shared axes see the checkerboard, the coarse pattern share does not. With the
-    pattern's detail the targets' shared codes come back to their twins'."""
+    voxels: the shared axes see part of the checkerboard, the coarse pattern share none. With
+    the pattern's detail the targets' shared codes come back to their twins'."""
     data = PlantedVolumes(pattern=0.3, overlap=0.1, fine_pattern=True)
     targets = torch.tensor(data.volumes["target"], dtype=torch.float32).view(-1, 1, *SHAPE)
     twins = torch.tensor(data.twins, dtype=torch.float32).view(-1, 1, *SHAPE)
