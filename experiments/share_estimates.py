@@ -10,8 +10,8 @@ again, from the training split:
 - the run's: the run's own K;
 - coarse (L1): each salient axis's `linear.sparsest_completion` (least L1 norm) on the salient
   projection's coarse grid, read on the shared projection's grid (`linear.salient_patterns`);
-- coarse (L0.5): the completion of least L0.5 quasi-norm (iteratively reweighted least
-  squares), which favours a more compact pattern than L1;
+- coarse (L0.5): the completion of least L0.5 quasi-norm, which favours a more compact
+  pattern than L1;
 - coarse + detail: each pattern also with its detail finer than the coarse grid, fitted to the
   training targets outside the backgrounds' top principal axes where the pattern exceeds a share
   of its peak (`linear.pattern_detail`; `initialise.share_detail`), or to the targets as they
@@ -48,18 +48,6 @@ from neurocvae.contrastive.nets import coarse_pool
 from neurocvae.evaluation.decoded import twin_batch
 from neurocvae.evaluation.evaluate import find_cohort, run_config, run_datamodule
 from neurocvae.evaluation.metrics import group_auroc
-
-
-def lp_completion(axis: np.ndarray, healthy_axes: np.ndarray, p: float,
-                  iterations: int = 200) -> np.ndarray:
-    """`linear.sparsest_completion` with the Lp quasi-norm (p < 1) in place of L1."""
-    c = np.zeros(healthy_axes.shape[1])
-    for _ in range(iterations):
-        residual = np.abs(axis + healthy_axes @ c)
-        weights = 1 / np.maximum(residual, 1e-3 * residual.max()) ** (2 - p)
-        gram = healthy_axes.T @ (weights[:, None] * healthy_axes)
-        c = -np.linalg.solve(gram, healthy_axes.T @ (weights * axis))
-    return axis + healthy_axes @ c
 
 
 @torch.no_grad()
@@ -119,13 +107,10 @@ def estimates(module, datamodule, train: dict[str, np.ndarray], kept: np.ndarray
     coarse = linear.salient_patterns(salient_weights, healthy)
     planted = {name: np.linalg.lstsq(s_t, train[f"planted_{name}"], rcond=None)[0]
                for name in ("coarse", "fine")}  # the planted pattern per unit code
-    lp = np.array([pattern / (weights @ pattern) for weights, pattern in zip(
-        salient_weights, (lp_completion(w / np.linalg.norm(w), healthy, 0.5)
-                          for w in salient_weights), strict=True)])
     return {
         "the run's": nets.pattern_share.double().numpy()[kept],
         "coarse (L1)": share(coarse),
-        "coarse (L0.5)": share(lp),
+        "coarse (L0.5)": share(linear.salient_patterns(salient_weights, healthy, p=0.5)),
         **{f"coarse + detail where > {support:g} of the peak": share(coarse, support)
            for support in (0.02, 0.05, 0.1, 0.2)},
         "coarse + detail where > 0.05, fitted to the targets not outside the healthy axes":

@@ -182,29 +182,30 @@ def outside(rows: np.ndarray, axes: np.ndarray, centre: np.ndarray | float) -> n
     return rows - (rows - centre) @ axes @ axes.T
 
 
-def sparsest_completion(axis: np.ndarray, healthy_axes: np.ndarray, *, iterations: int = 100
-                        ) -> np.ndarray:
-    """The image [V] of least L1 norm that equals `axis` [V] outside the orthonormal
-    `healthy_axes` [V, h]: axis + H·c, c by iteratively reweighted least squares. A local
-    pattern seen only outside the directions healthy scans vary in (as contrastive PCA sees it)
-    is spread over the whole image; adding back its share along those directions makes it
-    local again, and the sparsest completion finds that share."""
+def sparsest_completion(axis: np.ndarray, healthy_axes: np.ndarray, *, p: float = 1.0,
+                        iterations: int = 100) -> np.ndarray:
+    """The image [V] of least L1 norm (Lp quasi-norm with `p` < 1) that equals `axis` [V]
+    outside the orthonormal `healthy_axes` [V, h]: axis + H·c, c by iteratively reweighted
+    least squares. A local pattern seen only outside the directions healthy scans vary in (as
+    contrastive PCA sees it) is spread over the whole image; adding back its share along those
+    directions makes it local again, and the sparsest completion finds that share."""
     c = np.zeros(healthy_axes.shape[1])
     for _ in range(iterations):
         residual = np.abs(axis + healthy_axes @ c)
-        weights = 1 / np.maximum(residual, 1e-3 * residual.max())
+        weights = 1 / np.maximum(residual, 1e-3 * residual.max()) ** (2 - p)
         gram = healthy_axes.T @ (weights[:, None] * healthy_axes)
         c = -np.linalg.solve(gram, healthy_axes.T @ (weights * axis))
     return axis + healthy_axes @ c
 
 
-def salient_patterns(salient_weights: np.ndarray, healthy_axes: np.ndarray) -> np.ndarray:
+def salient_patterns(salient_weights: np.ndarray, healthy_axes: np.ndarray, *, p: float = 1.0
+                     ) -> np.ndarray:
     """[k, V]: what one unit of each salient code (weights [k, V], each outside `healthy_axes`
     [V, h]) adds to a scan that carries its pattern, the pattern taken as the axis's
-    `sparsest_completion`."""
+    `sparsest_completion` (in the Lp quasi-norm with `p` < 1)."""
     patterns = np.zeros_like(salient_weights)
     for j, weights in enumerate(salient_weights):
-        pattern = sparsest_completion(weights / np.linalg.norm(weights), healthy_axes)
+        pattern = sparsest_completion(weights / np.linalg.norm(weights), healthy_axes, p=p)
         patterns[j] = pattern / (weights @ pattern)
     return patterns
 
