@@ -104,6 +104,16 @@ def table_names(split: str) -> dict[str, str]:
             "figure": f"benchmark{suffix}.png"}
 
 
+def run_folder(out_dir: Path, arm: str, seed: int) -> Path:
+    """Where the benchmark in `out_dir` trains and evaluates `arm` at `seed`."""
+    return out_dir / "runs" / arm / f"seed{seed}"
+
+
+def is_trained(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` finished training (its quick check is written last)."""
+    return (run_dir / "separation.json").is_file()
+
+
 def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_dir: Path,
             baselines: tuple[str, ...]) -> dict[str, Any]:
     """Train (or resume) one arm at one seed and evaluate it; returns its metrics."""
@@ -124,7 +134,7 @@ def run_arm(cfg: DictConfig, arm: str, seed: int, sets: tuple[Path, Path], run_d
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(train_cfg, run_dir / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create(list(cfg.arms[arm])), run_dir / ".hydra" / "overrides.yaml")
-    if not (run_dir / "separation.json").is_file():
+    if not is_trained(run_dir):
         fit_and_check(train_cfg)  # errors propagate to the benchmark's own handling
     # pictures for the first seed of each arm (the metrics for every seed)
     return evaluate_run(run_dir, eval_dir(run_dir, cfg.split), split=cfg.split,
@@ -145,7 +155,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
                          f"{list(cfg.split_fractions)}")
     if cfg.get("tabulate_only", False):
         untrained = [f"{arm} seed {seed}" for seed in cfg.seeds for arm in arms
-                     if not (out_dir / "runs" / arm / f"seed{seed}" / "separation.json").is_file()]
+                     if not is_trained(run_folder(out_dir, arm, seed))]
         if untrained:
             raise InputError(f"tabulate_only=true, and {out_dir / 'runs'} has no finished run of "
                              f"{', '.join(untrained)}: train them (tabulate_only=false, or "
@@ -157,7 +167,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     pending = tuple(cfg.baselines)  # fitted once, with the first run that succeeds
     total = len(arms) * len(cfg.seeds)
     for i, (arm, seed) in enumerate((a, s) for s in cfg.seeds for a in arms):
-        run_dir = out_dir / "runs" / arm / f"seed{seed}"
+        run_dir = run_folder(out_dir, arm, seed)
         log.info("[%d/%d] arm %s, seed %d", i + 1, total, arm, seed)
         start = time.perf_counter()
         try:
@@ -183,7 +193,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         if HydraConfig.initialized() else f"neurocvae-benchmark preset={cfg.name}"
     minutes = (time.perf_counter() - began) / 60
     latents = {arm: [pd.read_csv(path) for path in (
-        eval_dir(out_dir / "runs" / arm / f"seed{seed}", cfg.split) / "latents.csv"
+        eval_dir(run_folder(out_dir, arm, seed), cfg.split) / "latents.csv"
         for seed in cfg.seeds)
         if path.is_file()] for arm in arms}
     (out_dir / names["table"]).write_text(summary_markdown(
